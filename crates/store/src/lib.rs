@@ -1,1 +1,186 @@
-//! placeholder
+//! simbatch storage.
+//!
+//! [`Store`] is made of whole use cases; each implementation owns the
+//! transaction of each call. There are two implementations, [`sqlite`] and
+//! [`postgres`], each with its own migrations, and one conformance suite
+//! (`tests/conformance.rs`) that runs against both.
+//!
+//! Secrets (Ki, OPc, confirmation codes, webhook secrets) are encrypted with
+//! [`crypto::Cipher`] before they reach SQL.
+
+pub mod crypto;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+pub use model::*;
+
+/// Storage errors. Input problems never reach here: they are rejected by core.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A unique constraint: the thing already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Stored data could not be decrypted or decoded (wrong master key, corruption).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// The request is not valid in the current state (e.g. retry with nothing failed).
+    #[error("{0}")]
+    State(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Every use case the platform needs from storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // ---- tenants and keys ----
+
+    /// Create a key for `tenant_name`, creating the tenant if needed.
+    async fn create_key(&self, tenant_name: &str) -> Result<NewKey>;
+    /// All keys, newest first.
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+    /// Revoke a key; false if unknown.
+    async fn revoke_key(&self, key_id: &str) -> Result<bool>;
+    /// The tenant owning this non-revoked key id and secret.
+    async fn authenticate(&self, key_id: &str, secret: &str) -> Result<Option<Tenant>>;
+    /// On an empty database, create tenant `default` and a key for it.
+    async fn bootstrap_default_tenant(&self) -> Result<Option<NewKey>>;
+    /// A tenant by name.
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+
+    // ---- templates (platform-wide) ----
+
+    /// Store a template; `Conflict` if the name is taken.
+    async fn add_template(&self, name: &str, content: &[u8]) -> Result<TemplateInfo>;
+    /// All templates.
+    async fn list_templates(&self) -> Result<Vec<TemplateInfo>>;
+    /// A template's content.
+    async fn template_content(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// The names of all templates.
+    async fn template_names(&self) -> Result<HashSet<String>>;
+
+    // ---- batches ----
+
+    /// Create an empty batch in INITIALISING.
+    async fn create_batch(&self, new: &NewBatch) -> Result<BatchRecord>;
+    /// Append a chunk of items (approved or rejected) to an INITIALISING batch,
+    /// updating its counters, in one transaction.
+    async fn append_items(&self, tenant_id: &str, batch_id: &str, items: &[NewItem]) -> Result<()>;
+    /// Close an INITIALISING batch: PROCESSING if it has approved items, else
+    /// terminal (with its outbox event).
+    async fn seal_batch(&self, tenant_id: &str, batch_id: &str) -> Result<BatchRecord>;
+    /// A batch, O(1).
+    async fn get_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
+    /// A batch by the dialect's own reference.
+    async fn batch_by_ref(&self, tenant_id: &str, source: &str, external_ref: &str) -> Result<Option<BatchRecord>>;
+    /// A page of batches, newest first.
+    async fn list_batches(&self, tenant_id: &str, filter: &BatchFilter) -> Result<Vec<BatchRecord>>;
+    /// A page of a batch's items, by seq.
+    async fn list_items(&self, tenant_id: &str, batch_id: &str, filter: &ItemFilter) -> Result<Vec<ItemRecord>>;
+    /// Cancel: unclaimed items become CANCELED, the batch CANCELLED. None if unknown.
+    /// `State` if the batch is already terminal.
+    async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
+    /// New batch of the FAILED items, linked to its parent. None if unknown;
+    /// `State` if nothing failed.
+    async fn retry_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
+
+    // ---- engine ----
+
+    /// Claim up to `limit` runnable items under a lease of `lease`: items whose
+    /// batch is PROCESSING, that have no earlier unfinished item for the same
+    /// SIM, and that are APPROVED or PROCESSING with an expired lease.
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Claim>;
+    /// Commit a chunk's effects, results, counters and outbox events in one
+    /// transaction, skipping items whose lease no longer carries `token`.
+    async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary>;
+    /// Delete up to `limit` items of terminal batches created before
+    /// `before_ms`, then such batches that have no items left. Returns rows deleted.
+    async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64>;
+    /// Items waiting or running.
+    async fn queue_depth(&self) -> Result<i64>;
+    /// Batches per status.
+    async fn batch_status_counts(&self) -> Result<Vec<(String, i64)>>;
+
+    // ---- SIMs ----
+
+    /// A SIM (never secrets).
+    async fn get_sim(&self, tenant_id: &str, iccid: &str) -> Result<Option<SimRecord>>;
+    /// A page of SIMs.
+    async fn list_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<Vec<SimRecord>>;
+    /// A SIM's history, oldest first, after the cursor.
+    async fn sim_history(&self, tenant_id: &str, iccid: &str, after_id: i64, limit: i64) -> Result<Vec<HistoryEntry>>;
+
+    // ---- events ----
+
+    /// Events of the tenant after the cursor, oldest first.
+    async fn events_after(&self, tenant_id: &str, after_seq: i64, limit: i64) -> Result<Vec<Event>>;
+
+    // ---- webhooks ----
+
+    /// Register an endpoint; its secret is returned once. Deliveries start with
+    /// events created after this call.
+    async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook>;
+    /// The tenant's endpoints.
+    async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>>;
+    /// One endpoint.
+    async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<Webhook>>;
+    /// Remove an endpoint; false if unknown.
+    async fn delete_webhook(&self, tenant_id: &str, id: &str) -> Result<bool>;
+    /// Enabled endpoints due now that have an event after their cursor, each
+    /// with that next event; secrets filled.
+    async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<(Webhook, Event)>>;
+    /// Log an attempt and move the endpoint's cursor, schedule or state.
+    async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<()>;
+    /// Recent attempts of an endpoint, newest first.
+    async fn delivery_log(&self, tenant_id: &str, webhook_id: &str, limit: i64) -> Result<Vec<DeliveryLog>>;
+
+    // ---- idempotency ----
+
+    /// Reserve `key` for a request whose body hashes to `request_hash`.
+    async fn idempotency_begin(&self, tenant_id: &str, key: &str, request_hash: &str) -> Result<Idempotency>;
+    /// Save the response of a reserved key.
+    async fn idempotency_finish(&self, tenant_id: &str, key: &str, status: u16, body: &str) -> Result<()>;
+    /// Release a reserved key whose request failed before answering.
+    async fn idempotency_abort(&self, tenant_id: &str, key: &str) -> Result<()>;
+    /// Forget keys created before `before_ms`.
+    async fn idempotency_sweep(&self, before_ms: i64) -> Result<u64>;
+
+    // ---- benchmark ----
+
+    /// The set-based floor for the benchmark: apply `activate` to every APPROVED
+    /// item of the batch with one INSERT…SELECT of history, one UPDATE of SIMs
+    /// and one UPDATE of items. Returns items applied.
+    async fn bench_floor_activate(&self, batch_id: &str) -> Result<u64>;
+}
+
+/// Open the store a URL names (`sqlite://…` or `postgres://…`), applying migrations.
+pub async fn open(url: &str, cipher: crypto::Cipher) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::connect(url, cipher).await
+    } else if url.starts_with("sqlite:") {
+        sqlite::connect(url, cipher).await
+    } else {
+        Err(StoreError::State(format!(
+            "unsupported database URL '{url}': use sqlite://PATH or postgres://USER@HOST/DB"
+        )))
+    }
+}
+
+/// How long to keep a lease before another worker may take the item over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
