@@ -12,6 +12,8 @@ pub mod crypto;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::sync::Arc;
