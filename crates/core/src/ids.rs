@@ -57,7 +57,6 @@ fn all_digits(s: &str) -> bool {
 }
 
 /// True when the last digit of `digits` is the Luhn check digit of the rest.
-#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; MSRV is 1.85
 pub fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0u32;
     for (i, b) in digits.bytes().rev().enumerate() {
@@ -70,7 +69,7 @@ pub fn luhn_valid(digits: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// ISO 7064 mod 97-10 check over a decimal string (as used by the EID).

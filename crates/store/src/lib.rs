@@ -10,6 +10,7 @@
 
 pub mod crypto;
 pub mod model;
+pub mod plan;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]
