@@ -102,6 +102,8 @@ conformance!(
     retention_sweep,
     paging_and_filters,
     bench_floor_activate,
+    profiles_and_confirmation_codes,
+    concurrent_claims_are_disjoint,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1783,5 +1785,121 @@ async fn bench_floor_activate(store: Arc<dyn Store>) {
         store.bench_floor_activate(&b.id).await.unwrap(),
         0,
         "nothing left to apply"
+    );
+}
+
+async fn profiles_and_confirmation_codes(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    const CC: &str = "CONFIRM-7731";
+    let rows = [
+        json!({ "iccid": iccid(1), "template": "tpl", "cc": CC, "expire_time": "2030-01-02 03:04:05" }),
+        json!({ "iccid": iccid(2), "template": "tpl" }),
+    ];
+    let b = submit(
+        &store,
+        &t,
+        Operation::GenerateActivationCode,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    assert_eq!(run_all(&store).await, 2);
+    let done = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (done.status, done.counts.completed),
+        (BatchStatus::Completed, 2)
+    );
+    let its = all_items(&store, &t, &b.id).await;
+    let ac = its[0]
+        .result
+        .as_ref()
+        .and_then(|r| r["activation_code"].as_str())
+        .expect("activation code");
+    assert!(
+        ac.starts_with("1$smdp.example.com$") && ac.ends_with("$$1"),
+        "{ac}"
+    );
+    assert!(its[0].params.get("cc").is_none());
+    assert!(
+        store.get_sim(&t, &iccid(1)).await.unwrap().is_some(),
+        "the SIM is created with its profile"
+    );
+
+    // A second code for the same ICCID: the claim reports the existing profile.
+    let again = submit(
+        &store,
+        &t,
+        Operation::GenerateActivationCode,
+        BatchMode::Parallel,
+        &rows[1..],
+    )
+    .await;
+    let claim = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claim.items.len(), 1);
+    assert!(claim.items[0].has_profile);
+    assert!(claim.items[0].sim.is_some());
+    store
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    let item = &all_items(&store, &t, &again.id).await[0];
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.error_code.as_deref(), Some("iccid_exists"));
+    assert!(
+        !raw_dump().await.contains(CC),
+        "confirmation code stored in plaintext"
+    );
+}
+
+async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (0..60).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claim = store.claim(7, Duration::from_secs(30)).await.unwrap();
+                if claim.items.is_empty() {
+                    return mine;
+                }
+                mine.extend(claim.items.iter().map(|i| i.id));
+                let s = store
+                    .complete(&claim.token, run_items(&claim.items))
+                    .await
+                    .unwrap();
+                assert_eq!(s.fenced_out, 0);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((n, all.len()), (60, 60), "every item claimed exactly once");
+    let done = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (done.status, done.counts.completed, done.counts.processing),
+        (BatchStatus::Completed, 60, 0)
+    );
+    assert_eq!(
+        event_kinds(&store, &t)
+            .await
+            .iter()
+            .filter(|k| *k == "batch.completed")
+            .count(),
+        1
     );
 }
