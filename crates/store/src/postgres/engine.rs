@@ -210,6 +210,15 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if !fresh.is_empty() {
+            // Lock the batches in id order, as `complete` does, so concurrent
+            // claims and completions never deadlock on counter updates.
+            sqlx::query(
+                "SELECT id FROM batches WHERE id IN (SELECT batch_id FROM batch_items WHERE id = ANY($1))
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&fresh)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE batches b SET approved = b.approved - c.k, processing = b.processing + c.k, updated_at = $2
                  FROM (SELECT batch_id, count(*) AS k FROM batch_items WHERE id = ANY($1) GROUP BY batch_id) c
