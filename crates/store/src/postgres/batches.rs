@@ -58,10 +58,10 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let batch = lock_batch(&mut tx, tenant_id, batch_id)
             .await?
-            .ok_or_else(|| StoreError::State(format!("batch {batch_id} not found")))?;
+            .ok_or_else(|| StoreError::State(format!("batch {batch_id} does not exist")))?;
         if batch.status != BatchStatus::Initialising {
             return Err(StoreError::State(format!(
-                "batch is {}: items can only be added while INITIALISING",
+                "batch is {}; items can only be added while INITIALISING",
                 batch.status.as_str()
             )));
         }
@@ -164,7 +164,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let batch = lock_batch(&mut tx, tenant_id, batch_id)
             .await?
-            .ok_or_else(|| StoreError::State(format!("batch {batch_id} not found")))?;
+            .ok_or_else(|| StoreError::State(format!("batch {batch_id} does not exist")))?;
         if batch.status != BatchStatus::Initialising {
             return Ok(batch);
         }
