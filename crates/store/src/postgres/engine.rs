@@ -171,13 +171,12 @@ impl PgStore {
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let mut tx = self.pool.begin().await?;
-        let picked: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT i.id, i.status FROM batch_items i JOIN batches b ON b.id = i.batch_id
-             WHERE b.status = 'PROCESSING'
-               AND (i.status = 'APPROVED' OR (i.status = 'PROCESSING' AND i.lease_until < $1))
-               AND NOT EXISTS (SELECT 1 FROM batch_items e
-                               WHERE e.tenant_id = i.tenant_id AND e.iccid = i.iccid AND e.id < i.id
-                                 AND e.status IN ('APPROVED', 'PROCESSING'))
+        // Two index-driven picks: expired leases first (batch_items_leased), then
+        // fresh items (batch_items_runnable). One query with an OR would walk
+        // the primary key past every finished item.
+        let mut picked: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT i.id, i.status FROM batch_items i
+             WHERE i.status = 'PROCESSING' AND i.lease_until < $1
              ORDER BY i.id LIMIT $2
              FOR UPDATE OF i SKIP LOCKED",
         )
@@ -185,6 +184,22 @@ impl PgStore {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
+        let room = limit - picked.len() as i64;
+        if room > 0 {
+            let fresh: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT i.id, i.status FROM batch_items i JOIN batches b ON b.id = i.batch_id
+                 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
+                   AND NOT EXISTS (SELECT 1 FROM batch_items e
+                                   WHERE e.tenant_id = i.tenant_id AND e.iccid = i.iccid AND e.id < i.id
+                                     AND e.status IN ('APPROVED', 'PROCESSING'))
+                 ORDER BY i.id LIMIT $1
+                 FOR UPDATE OF i SKIP LOCKED",
+            )
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+            picked.extend(fresh);
+        }
         if picked.is_empty() {
             tx.commit().await?;
             return Ok(Claim {
