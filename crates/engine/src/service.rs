@@ -184,6 +184,17 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// Whether `id` can name a batch or webhook (UUID text); anything else is
+/// simply not found, and never reaches SQL.
+fn valid_id(id: &str) -> bool {
+    id.len() <= 64 && uuid::Uuid::parse_str(id).is_ok()
+}
+
+/// Whether `iccid` can name a SIM (short, alphanumeric).
+fn valid_iccid(iccid: &str) -> bool {
+    !iccid.is_empty() && iccid.len() <= 32 && iccid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 fn page_limit(limit: i64) -> i64 {
     limit.clamp(1, 1000)
 }
@@ -289,6 +300,9 @@ impl Service {
 
     /// A batch.
     pub async fn get_batch(&self, tenant: &Tenant, id: &str) -> Result<BatchRecord, ServiceError> {
+        if !valid_id(id) {
+            return Err(ServiceError::NotFound("batch".into()));
+        }
         self.store
             .get_batch(&tenant.id, id)
             .await
@@ -332,6 +346,9 @@ impl Service {
 
     /// Cancel a batch; `Conflict` if it is already terminal.
     pub async fn cancel(&self, tenant: &Tenant, id: &str) -> Result<BatchRecord, ServiceError> {
+        if !valid_id(id) {
+            return Err(ServiceError::NotFound("batch".into()));
+        }
         self.store
             .cancel_batch(&tenant.id, id)
             .await
@@ -341,6 +358,9 @@ impl Service {
 
     /// A new batch of the failed items; `Conflict` if nothing failed.
     pub async fn retry(&self, tenant: &Tenant, id: &str) -> Result<BatchRecord, ServiceError> {
+        if !valid_id(id) {
+            return Err(ServiceError::NotFound("batch".into()));
+        }
         let b = self
             .store
             .retry_batch(&tenant.id, id)
@@ -353,6 +373,9 @@ impl Service {
 
     /// A SIM (never secrets).
     pub async fn get_sim(&self, tenant: &Tenant, iccid: &str) -> Result<SimRecord, ServiceError> {
+        if !valid_iccid(iccid) {
+            return Err(ServiceError::NotFound("sim".into()));
+        }
         self.store
             .get_sim(&tenant.id, iccid)
             .await
@@ -444,6 +467,9 @@ impl Service {
 
     /// One webhook endpoint.
     pub async fn get_webhook(&self, tenant: &Tenant, id: &str) -> Result<Webhook, ServiceError> {
+        if !valid_id(id) {
+            return Err(ServiceError::NotFound("webhook".into()));
+        }
         self.store
             .get_webhook(&tenant.id, id)
             .await
@@ -453,6 +479,9 @@ impl Service {
 
     /// Remove a webhook endpoint.
     pub async fn delete_webhook(&self, tenant: &Tenant, id: &str) -> Result<(), ServiceError> {
+        if !valid_id(id) {
+            return Err(ServiceError::NotFound("webhook".into()));
+        }
         if self
             .store
             .delete_webhook(&tenant.id, id)
