@@ -1,1 +1,225 @@
-//! (being written)
+//! Workers: claim a chunk under a lease, execute it, complete it.
+//!
+//! Each worker loops: `Store::claim` a chunk, run `core::execute` for every
+//! item on the blocking pool (it is CPU work), then `Store::complete` the chunk
+//! in one transaction fenced by the lease token. A crash between the two
+//! leaves the items leased; when the lease expires another worker takes them
+//! over, so every item is applied exactly once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use simbatch_core::{execute, parse_item, Context, Failure, Operation, ValidationProfile};
+use simbatch_store::{ClaimedItem, Completion, Store};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Concurrent worker loops (SQLite gains nothing beyond 1: it has one writer).
+    pub workers: usize,
+    /// Items claimed per round trip.
+    pub chunk_size: usize,
+    /// Lease length: how long a crashed worker's items stay untouched.
+    pub lease: Duration,
+    /// Poll interval when idle (a wake-up comes sooner on local submissions).
+    pub idle_poll: Duration,
+    /// SM-DP+ address written into new activation codes.
+    pub smdp_address: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            chunk_size: 1000,
+            lease: simbatch_store::DEFAULT_LEASE,
+            idle_poll: Duration::from_millis(250),
+            smdp_address: "smdp.simbatch.local".into(),
+        }
+    }
+}
+
+/// Counters the workers keep, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Items completed.
+    pub completed: AtomicU64,
+    /// Items failed.
+    pub failed: AtomicU64,
+    /// Items whose lease had passed on (not applied by us).
+    pub fenced_out: AtomicU64,
+    /// Sum of claim-to-complete time of chunks, in microseconds, per item.
+    pub latency_us_total: AtomicU64,
+}
+
+/// Running workers.
+pub struct WorkerHandle {
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// Shared counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    /// Stop claiming, let in-flight chunks finish and commit, then return.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start `cfg.workers` worker loops.
+pub fn start(store: Arc<dyn Store>, cfg: WorkerConfig, wake: Arc<Notify>) -> WorkerHandle {
+    let cancel = CancellationToken::new();
+    let stats = Arc::new(WorkerStats::default());
+    let cfg = Arc::new(cfg);
+    let tasks = (0..cfg.workers.max(1))
+        .map(|n| {
+            let w = Worker {
+                n,
+                store: store.clone(),
+                cfg: cfg.clone(),
+                wake: wake.clone(),
+                cancel: cancel.clone(),
+                stats: stats.clone(),
+            };
+            tokio::spawn(w.run())
+        })
+        .collect();
+    WorkerHandle {
+        cancel,
+        tasks,
+        stats,
+    }
+}
+
+struct Worker {
+    n: usize,
+    store: Arc<dyn Store>,
+    cfg: Arc<WorkerConfig>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    async fn run(self) {
+        tracing::debug!(worker = self.n, "worker started");
+        let mut backoff = Duration::from_millis(100);
+        while !self.cancel.is_cancelled() {
+            match self.round().await {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.cfg.idle_poll) => {}
+                        _ = self.cancel.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = self.n, error = %e, "worker round failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.cancel.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::debug!(worker = self.n, "worker stopped");
+    }
+
+    /// One claim–execute–complete round; false when there was nothing to do.
+    async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
+        let claim = self
+            .store
+            .claim(self.cfg.chunk_size, self.cfg.lease)
+            .await?;
+        if claim.items.is_empty() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let n = claim.items.len() as u64;
+        let needs_templates = claim
+            .items
+            .iter()
+            .any(|i| i.operation == Operation::GenerateActivationCode);
+        let templates = if needs_templates {
+            self.store.template_names().await?
+        } else {
+            HashSet::new()
+        };
+        let smdp = self.cfg.smdp_address.clone();
+        let items = claim.items;
+        let done = tokio::task::spawn_blocking(move || {
+            items
+                .into_iter()
+                .map(|item| run_item(item, &smdp, &templates))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| simbatch_store::StoreError::State(format!("executor task failed: {e}")))?;
+        // The chunk's results are committed even when shutdown was requested meanwhile.
+        let summary = self.store.complete(&claim.token, done).await?;
+        self.stats
+            .completed
+            .fetch_add(summary.completed as u64, Ordering::Relaxed);
+        self.stats
+            .failed
+            .fetch_add(summary.failed as u64, Ordering::Relaxed);
+        self.stats
+            .fenced_out
+            .fetch_add(summary.fenced_out as u64, Ordering::Relaxed);
+        self.stats
+            .latency_us_total
+            .fetch_add(started.elapsed().as_micros() as u64 * n, Ordering::Relaxed);
+        for (batch, status) in &summary.finished {
+            tracing::info!(batch_id = %batch, status = status.as_str(), "batch finished");
+        }
+        Ok(true)
+    }
+}
+
+/// Execute one claimed item: parse its stored fields back into an order and
+/// run it against the SIM it was claimed with.
+pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &HashSet<String>) -> Completion {
+    // Items were validated at submission; `standard` re-parses them (a superset of `strict`).
+    let parsed = parse_item(item.operation, &item.fields, ValidationProfile::Standard);
+    let (result, sim_secrets) = match parsed {
+        Err(r) => (
+            Err(Failure {
+                code: r.code,
+                reason: r.reason,
+            }),
+            None,
+        ),
+        Ok(p) => {
+            let ctx = Context {
+                smdp_address,
+                has_profile: item.has_profile,
+                template_exists: &|name: &str| templates.contains(name),
+            };
+            let result = execute(&p.order, item.sim.as_ref(), &ctx);
+            let a = &p.order.args;
+            let secrets = (result.is_ok() && (a.ki.is_some() || a.opc.is_some())).then(|| {
+                (
+                    a.ki.as_ref().map(|k| k.to_hex()),
+                    a.opc.as_ref().map(|o| o.to_hex()),
+                )
+            });
+            (result, secrets)
+        }
+    };
+    Completion {
+        item,
+        result,
+        sim_secrets,
+    }
+}

@@ -42,7 +42,9 @@ pub enum KeySource {
 impl Cipher {
     /// A cipher from 32 raw key bytes.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { aead: Aes256Gcm::new(key.into()) }
+        Self {
+            aead: Aes256Gcm::new(key.into()),
+        }
     }
 
     /// Parse a master key given as 64 hex characters or base64 of 32 bytes.
@@ -63,16 +65,21 @@ impl Cipher {
     /// file (mode 0600) with a fresh random key when it does not exist.
     pub fn load(env_value: Option<&str>, key_file: &Path) -> Result<(Self, KeySource), String> {
         if let Some(v) = env_value.filter(|v| !v.trim().is_empty()) {
-            return Ok((Self::from_text(v).map_err(|e| format!("SIMBATCH_MASTER_KEY: {e}"))?, KeySource::Environment));
+            return Ok((
+                Self::from_text(v).map_err(|e| format!("SIMBATCH_MASTER_KEY: {e}"))?,
+                KeySource::Environment,
+            ));
         }
         match std::fs::read_to_string(key_file) {
-            Ok(text) => {
-                Ok((Self::from_text(&text).map_err(|e| format!("{}: {e}", key_file.display()))?, KeySource::File))
-            }
+            Ok(text) => Ok((
+                Self::from_text(&text).map_err(|e| format!("{}: {e}", key_file.display()))?,
+                KeySource::File,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
-                write_private(key_file, &hex::encode(key)).map_err(|e| format!("{}: {e}", key_file.display()))?;
+                write_private(key_file, &hex::encode(key))
+                    .map_err(|e| format!("{}: {e}", key_file.display()))?;
                 Ok((Self::new(&key), KeySource::CreatedFile))
             }
             Err(e) => Err(format!("{}: {e}", key_file.display())),
@@ -85,7 +92,13 @@ impl Cipher {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .aead
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: purpose.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: purpose.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(12 + ct.len());
         out.extend_from_slice(&nonce);
@@ -95,14 +108,26 @@ impl Cipher {
 
     /// Decrypt what [`Cipher::seal`] produced for the same purpose.
     pub fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, StoreError> {
-        let raw = B64.decode(sealed).map_err(|_| StoreError::Corrupt(format!("{purpose}: not base64")))?;
+        let raw = B64
+            .decode(sealed)
+            .map_err(|_| StoreError::Corrupt(format!("{purpose}: not base64")))?;
         if raw.len() < 12 + 16 {
-            return Err(StoreError::Corrupt(format!("{purpose}: ciphertext too short")));
+            return Err(StoreError::Corrupt(format!(
+                "{purpose}: ciphertext too short"
+            )));
         }
         let (nonce, ct) = raw.split_at(12);
         self.aead
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: purpose.as_bytes() })
-            .map_err(|_| StoreError::Corrupt(format!("{purpose}: cannot decrypt (wrong master key?)")))
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                StoreError::Corrupt(format!("{purpose}: cannot decrypt (wrong master key?)"))
+            })
     }
 }
 
@@ -150,9 +175,15 @@ mod tests {
         let c = Cipher::new(&[7u8; 32]);
         let s = c.seal("ki", b"465B5CE8B199B49FAA5F0A2EE238A6BC");
         assert!(!s.contains("465B5CE8"));
-        assert_eq!(c.open("ki", &s).unwrap(), b"465B5CE8B199B49FAA5F0A2EE238A6BC");
+        assert_eq!(
+            c.open("ki", &s).unwrap(),
+            b"465B5CE8B199B49FAA5F0A2EE238A6BC"
+        );
         assert!(c.open("opc", &s).is_err(), "purpose is bound");
-        assert!(Cipher::new(&[8u8; 32]).open("ki", &s).is_err(), "wrong key fails");
+        assert!(
+            Cipher::new(&[8u8; 32]).open("ki", &s).is_err(),
+            "wrong key fails"
+        );
         assert!(c.open("ki", "!!").is_err());
     }
 
@@ -165,13 +196,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let (c2, src) = Cipher::load(None, &path).unwrap();
         assert_eq!(src, KeySource::File);
         assert_eq!(c2.open("x", &c1.seal("x", b"hi")).unwrap(), b"hi");
         let hexkey = "00".repeat(32);
-        assert_eq!(Cipher::load(Some(&hexkey), &path).unwrap().1, KeySource::Environment);
+        assert_eq!(
+            Cipher::load(Some(&hexkey), &path).unwrap().1,
+            KeySource::Environment
+        );
         assert!(Cipher::from_text("short").is_err());
     }
 }

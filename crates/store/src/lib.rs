@@ -10,6 +10,7 @@
 
 pub mod crypto;
 pub mod model;
+pub mod plan;
 pub mod postgres;
 pub mod sqlite;
 
@@ -88,11 +89,22 @@ pub trait Store: Send + Sync + 'static {
     /// A batch, O(1).
     async fn get_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
     /// A batch by the dialect's own reference.
-    async fn batch_by_ref(&self, tenant_id: &str, source: &str, external_ref: &str) -> Result<Option<BatchRecord>>;
+    async fn batch_by_ref(
+        &self,
+        tenant_id: &str,
+        source: &str,
+        external_ref: &str,
+    ) -> Result<Option<BatchRecord>>;
     /// A page of batches, newest first.
-    async fn list_batches(&self, tenant_id: &str, filter: &BatchFilter) -> Result<Vec<BatchRecord>>;
+    async fn list_batches(&self, tenant_id: &str, filter: &BatchFilter)
+        -> Result<Vec<BatchRecord>>;
     /// A page of a batch's items, by seq.
-    async fn list_items(&self, tenant_id: &str, batch_id: &str, filter: &ItemFilter) -> Result<Vec<ItemRecord>>;
+    async fn list_items(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        filter: &ItemFilter,
+    ) -> Result<Vec<ItemRecord>>;
     /// Cancel: unclaimed items become CANCELED, the batch CANCELLED. None if unknown.
     /// `State` if the batch is already terminal.
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
@@ -124,12 +136,19 @@ pub trait Store: Send + Sync + 'static {
     /// A page of SIMs.
     async fn list_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<Vec<SimRecord>>;
     /// A SIM's history, oldest first, after the cursor.
-    async fn sim_history(&self, tenant_id: &str, iccid: &str, after_id: i64, limit: i64) -> Result<Vec<HistoryEntry>>;
+    async fn sim_history(
+        &self,
+        tenant_id: &str,
+        iccid: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>>;
 
     // ---- events ----
 
     /// Events of the tenant after the cursor, oldest first.
-    async fn events_after(&self, tenant_id: &str, after_seq: i64, limit: i64) -> Result<Vec<Event>>;
+    async fn events_after(&self, tenant_id: &str, after_seq: i64, limit: i64)
+        -> Result<Vec<Event>>;
 
     // ---- webhooks ----
 
@@ -148,14 +167,30 @@ pub trait Store: Send + Sync + 'static {
     /// Log an attempt and move the endpoint's cursor, schedule or state.
     async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<()>;
     /// Recent attempts of an endpoint, newest first.
-    async fn delivery_log(&self, tenant_id: &str, webhook_id: &str, limit: i64) -> Result<Vec<DeliveryLog>>;
+    async fn delivery_log(
+        &self,
+        tenant_id: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryLog>>;
 
     // ---- idempotency ----
 
     /// Reserve `key` for a request whose body hashes to `request_hash`.
-    async fn idempotency_begin(&self, tenant_id: &str, key: &str, request_hash: &str) -> Result<Idempotency>;
+    async fn idempotency_begin(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<Idempotency>;
     /// Save the response of a reserved key.
-    async fn idempotency_finish(&self, tenant_id: &str, key: &str, status: u16, body: &str) -> Result<()>;
+    async fn idempotency_finish(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()>;
     /// Release a reserved key whose request failed before answering.
     async fn idempotency_abort(&self, tenant_id: &str, key: &str) -> Result<()>;
     /// Forget keys created before `before_ms`.

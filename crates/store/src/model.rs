@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use simbatch_core::{BatchMode, BatchStatus, Counts, Failure, ItemStatus, Operation, Outcome, Rejection, Sim};
+use simbatch_core::{
+    BatchMode, BatchStatus, Counts, Failure, ItemStatus, Operation, Outcome, Rejection, Sim,
+};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

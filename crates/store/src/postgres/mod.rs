@@ -6,5 +6,7 @@ use crate::{crypto::Cipher, Result, Store, StoreError};
 
 /// Connect to PostgreSQL and apply migrations.
 pub async fn connect(_url: &str, _cipher: Cipher) -> Result<Arc<dyn Store>> {
-    Err(StoreError::State("the PostgreSQL backend is not built yet".into()))
+    Err(StoreError::State(
+        "the PostgreSQL backend is not built yet".into(),
+    ))
 }

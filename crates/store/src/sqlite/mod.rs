@@ -1,10 +1,382 @@
 //! SQLite implementation of [`crate::Store`].
+//!
+//! WAL mode, one writer connection (every write is `BEGIN IMMEDIATE`, so
+//! writers never deadlock on lock upgrades) and a small pool of readers.
 
+mod batches;
+mod engine;
+mod misc;
+mod rows;
+
+use std::collections::HashSet;
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{crypto::Cipher, Result, Store, StoreError};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::crypto::Cipher;
+use crate::*;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+    cipher: Cipher,
+}
 
 /// Open (creating) the SQLite database and apply migrations.
-pub async fn connect(_url: &str, _cipher: Cipher) -> Result<Arc<dyn Store>> {
-    Err(StoreError::State("the SQLite backend is not built yet".into()))
+pub async fn connect(url: &str, cipher: Cipher) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::connect(url, cipher).await?))
+}
+
+/// Map unique-constraint violations to [`StoreError::Conflict`].
+pub(crate) fn conflict(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+impl SqliteStore {
+    /// Open the database at `url` (`sqlite://PATH`, created if missing).
+    pub async fn connect(url: &str, cipher: Cipher) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
+            .foreign_keys(false);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Self {
+            write,
+            read,
+            cipher,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_key(&self, tenant_name: &str) -> Result<NewKey> {
+        self.create_key_impl(tenant_name).await
+    }
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        self.list_keys_impl().await
+    }
+    async fn revoke_key(&self, key_id: &str) -> Result<bool> {
+        self.revoke_key_impl(key_id).await
+    }
+    async fn authenticate(&self, key_id: &str, secret: &str) -> Result<Option<Tenant>> {
+        self.authenticate_impl(key_id, secret).await
+    }
+    async fn bootstrap_default_tenant(&self) -> Result<Option<NewKey>> {
+        self.bootstrap_impl().await
+    }
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        self.tenant_by_name_impl(name).await
+    }
+
+    async fn add_template(&self, name: &str, content: &[u8]) -> Result<TemplateInfo> {
+        self.add_template_impl(name, content).await
+    }
+    async fn list_templates(&self) -> Result<Vec<TemplateInfo>> {
+        self.list_templates_impl().await
+    }
+    async fn template_content(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT content FROM templates WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+    async fn template_names(&self) -> Result<HashSet<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM templates")
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn create_batch(&self, new: &NewBatch) -> Result<BatchRecord> {
+        self.create_batch_impl(new).await
+    }
+    async fn append_items(&self, tenant_id: &str, batch_id: &str, items: &[NewItem]) -> Result<()> {
+        self.append_items_impl(tenant_id, batch_id, items).await
+    }
+    async fn seal_batch(&self, tenant_id: &str, batch_id: &str) -> Result<BatchRecord> {
+        self.seal_batch_impl(tenant_id, batch_id).await
+    }
+    async fn get_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
+        let sql = format!(
+            "SELECT {} FROM batches WHERE tenant_id = ?1 AND id = ?2",
+            rows::BATCH_COLS
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(batch_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::batch).transpose()
+    }
+    async fn batch_by_ref(
+        &self,
+        tenant_id: &str,
+        source: &str,
+        external_ref: &str,
+    ) -> Result<Option<BatchRecord>> {
+        let sql = format!(
+            "SELECT {} FROM batches WHERE tenant_id = ?1 AND source = ?2 AND external_ref = ?3",
+            rows::BATCH_COLS
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(source)
+            .bind(external_ref)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::batch).transpose()
+    }
+    async fn list_batches(
+        &self,
+        tenant_id: &str,
+        filter: &BatchFilter,
+    ) -> Result<Vec<BatchRecord>> {
+        self.list_batches_impl(tenant_id, filter).await
+    }
+    async fn list_items(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        filter: &ItemFilter,
+    ) -> Result<Vec<ItemRecord>> {
+        self.list_items_impl(tenant_id, batch_id, filter).await
+    }
+    async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
+        self.cancel_batch_impl(tenant_id, batch_id).await
+    }
+    async fn retry_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
+        self.retry_batch_impl(tenant_id, batch_id).await
+    }
+
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Claim> {
+        self.claim_impl(limit, lease).await
+    }
+    async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary> {
+        self.complete_impl(token, done).await
+    }
+    async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64> {
+        self.sweep_impl(before_ms, limit).await
+    }
+    async fn queue_depth(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT coalesce(sum(approved + processing), 0) FROM batches")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+    async fn batch_status_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT status, count(*) FROM batches GROUP BY status")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    async fn get_sim(&self, tenant_id: &str, iccid: &str) -> Result<Option<SimRecord>> {
+        let sql = format!(
+            "SELECT {} FROM sims WHERE tenant_id = ?1 AND iccid = ?2",
+            rows::SIM_COLS
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(iccid)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(rows::sim).transpose()
+    }
+    async fn list_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<Vec<SimRecord>> {
+        self.list_sims_impl(tenant_id, filter).await
+    }
+    async fn sim_history(
+        &self,
+        tenant_id: &str,
+        iccid: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>> {
+        sqlx::query(
+            "SELECT id, at, operation, from_status, to_status, batch_id, item_id FROM sim_history
+             WHERE tenant_id = ?1 AND iccid = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+        )
+        .bind(tenant_id)
+        .bind(iccid)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::history)
+        .collect()
+    }
+
+    async fn events_after(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        sqlx::query(
+            "SELECT id, event_id, type, created_at, data FROM outbox WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(tenant_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::event)
+        .collect()
+    }
+
+    async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
+        self.create_webhook_impl(tenant_id, url).await
+    }
+    async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>> {
+        self.list_webhooks_impl(tenant_id, None).await
+    }
+    async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<Webhook>> {
+        Ok(self.list_webhooks_impl(tenant_id, Some(id)).await?.pop())
+    }
+    async fn delete_webhook(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query("DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+    async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<(Webhook, Event)>> {
+        self.due_deliveries_impl(now_ms, limit).await
+    }
+    async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<()> {
+        self.record_delivery_impl(attempt).await
+    }
+    async fn delivery_log(
+        &self,
+        tenant_id: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryLog>> {
+        self.delivery_log_impl(tenant_id, webhook_id, limit).await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<Idempotency> {
+        self.idempotency_begin_impl(tenant_id, key, request_hash)
+            .await
+    }
+    async fn idempotency_finish(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE idempotency_keys SET status_code = ?1, body = ?2 WHERE tenant_id = ?3 AND key = ?4")
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(tenant_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    async fn idempotency_abort(&self, tenant_id: &str, key: &str) -> Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2 AND status_code IS NULL")
+            .bind(tenant_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    async fn idempotency_sweep(&self, before_ms: i64) -> Result<u64> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn bench_floor_activate(&self, batch_id: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status, batch_id, item_id)
+             SELECT i.tenant_id, i.iccid, ?1, 'activate', s.status, 'ACTIVATED', i.batch_id, i.id
+             FROM batch_items i JOIN sims s ON s.tenant_id = i.tenant_id AND s.iccid = i.iccid
+             WHERE i.batch_id = ?2 AND i.status = 'APPROVED' AND s.status = 'INVENTORY'",
+        )
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sims SET status = 'ACTIVATED', updated_at = ?1
+             WHERE status = 'INVENTORY' AND (tenant_id, iccid) IN
+                 (SELECT tenant_id, iccid FROM batch_items WHERE batch_id = ?2 AND status = 'APPROVED')",
+        )
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE batch_items SET status = 'COMPLETED', updated_at = ?1 WHERE batch_id = ?2 AND status = 'APPROVED'",
+        )
+        .bind(now)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
 }

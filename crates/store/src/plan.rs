@@ -1,0 +1,249 @@
+//! Backend-neutral planning of a chunk completion.
+//!
+//! [`plan_completion`] turns the outcomes of a claimed chunk into the rows to
+//! write: SIM inserts and updates, profiles, history, item results, outbox
+//! events and counter deltas. Each backend then writes every list with one
+//! set-based statement, so the rules live here once.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Sim};
+
+use crate::crypto::Cipher;
+use crate::{BatchRecord, Completion};
+
+/// A SIM row to insert or update, as the JSON object the SQL reads.
+#[derive(Debug, Clone)]
+pub struct SimWrite(pub Value);
+
+/// Build the JSON row for a SIM write.
+pub fn sim_row(
+    tenant_id: &str,
+    sim: &Sim,
+    ki_enc: Option<String>,
+    opc_enc: Option<String>,
+    now: i64,
+) -> SimWrite {
+    let cf = |n: &str| sim.custom_fields.get(n).cloned();
+    SimWrite(json!({
+        "tenant_id": tenant_id,
+        "iccid": sim.iccid,
+        "imsi": sim.imsi,
+        "msisdn": sim.msisdn,
+        "eid": sim.eid,
+        "imei": sim.imei,
+        "status": sim.status.as_str(),
+        "subscription_state": sim.subscription_state.map(|s| s.as_str()),
+        "blocked": i64::from(sim.blocked),
+        "rate_plan": sim.rate_plan,
+        "supplementary_plans": serde_json::to_string(&sim.supplementary_plans).unwrap_or_else(|_| "[]".into()),
+        "services": serde_json::to_string(&sim.services).unwrap_or_else(|_| "{}".into()),
+        "apn_status": sim.apn_status,
+        "custom_field_1": cf("1"),
+        "custom_field_2": cf("2"),
+        "custom_field_3": cf("3"),
+        "custom_field_4": cf("4"),
+        "custom_field_5": cf("5"),
+        "ki_enc": ki_enc,
+        "opc_enc": opc_enc,
+        "now": now,
+    }))
+}
+
+/// Counter changes for one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchDelta {
+    /// Owner.
+    pub tenant_id: String,
+    /// Items leaving PROCESSING.
+    pub processing_done: i64,
+    /// Items completed.
+    pub completed: i64,
+    /// Items failed.
+    pub failed: i64,
+    /// Followers canceled (APPROVED → CANCELED).
+    pub canceled: i64,
+}
+
+/// A follower-cancel request: later APPROVED items of a sequential batch for one ICCID.
+#[derive(Debug, Clone)]
+pub struct FollowerCancel {
+    /// Batch.
+    pub batch_id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// ICCID.
+    pub iccid: String,
+    /// Items after this id.
+    pub after_id: i64,
+    /// Seq of the failed item, for the reason.
+    pub seq: i64,
+}
+
+/// An outbox event to insert.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    /// Stable event id.
+    pub event_id: String,
+    /// Owner.
+    pub tenant_id: String,
+    /// Event type.
+    pub kind: &'static str,
+    /// JSON payload.
+    pub data: Value,
+}
+
+impl EventWrite {
+    /// A new event with a fresh id.
+    pub fn new(tenant_id: &str, kind: &'static str, data: Value) -> Self {
+        Self {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            kind,
+            data,
+        }
+    }
+
+    /// The JSON row the SQL reads.
+    pub fn row(&self, now: i64) -> Value {
+        json!({"event_id": self.event_id, "tenant_id": self.tenant_id, "type": self.kind, "created_at": now,
+               "data": self.data.to_string()})
+    }
+}
+
+/// Everything one chunk completion writes.
+#[derive(Debug, Default)]
+pub struct CompletionPlan {
+    /// SIMs to insert (created by the order).
+    pub sim_inserts: Vec<Value>,
+    /// SIMs to update.
+    pub sim_updates: Vec<Value>,
+    /// Profiles to insert.
+    pub profiles: Vec<Value>,
+    /// History rows.
+    pub history: Vec<Value>,
+    /// Item results.
+    pub items: Vec<Value>,
+    /// Follower cancellations (sequential mode).
+    pub followers: Vec<FollowerCancel>,
+    /// Outbox events.
+    pub events: Vec<EventWrite>,
+    /// Counter deltas by batch id.
+    pub deltas: BTreeMap<String, BatchDelta>,
+}
+
+/// Plan the writes for completions whose lease is still held.
+pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> CompletionPlan {
+    let mut plan = CompletionPlan::default();
+    for c in done {
+        let it = &c.item;
+        let delta = plan
+            .deltas
+            .entry(it.batch_id.clone())
+            .or_insert_with(|| BatchDelta {
+                tenant_id: it.tenant_id.clone(),
+                ..Default::default()
+            });
+        delta.processing_done += 1;
+        let base = json!({"batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
+                          "operation": it.operation.as_str()});
+        match &c.result {
+            Ok(outcome) => {
+                delta.completed += 1;
+                let (ki_enc, opc_enc) = match &c.sim_secrets {
+                    Some((ki, opc)) => (
+                        ki.as_deref().map(|k| cipher.seal("ki", k.as_bytes())),
+                        opc.as_deref().map(|o| cipher.seal("opc", o.as_bytes())),
+                    ),
+                    None => (None, None),
+                };
+                let row = sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0;
+                if outcome.created {
+                    plan.sim_inserts.push(row);
+                } else {
+                    plan.sim_updates.push(row);
+                }
+                if let Some(p) = &outcome.profile {
+                    plan.profiles.push(json!({
+                        "tenant_id": it.tenant_id, "iccid": it.iccid, "matching_id": p.matching_id,
+                        "activation_code": p.activation_code,
+                        "cc_hash_enc": p.cc_hash.map(|h| cipher.seal("cc_hash", &h)),
+                        "template": p.template, "state": p.state, "apn": p.apn,
+                        "expires_at": p.expires_at.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                        "now": now,
+                    }));
+                }
+                let from = outcome.from_status.map(|s| s.as_str());
+                let to = outcome.sim.status.as_str();
+                plan.history.push(
+                    json!({"tenant_id": it.tenant_id, "iccid": it.iccid, "at": now,
+                    "operation": it.operation.as_str(), "from_status": from, "to_status": to,
+                    "batch_id": it.batch_id, "item_id": it.id}),
+                );
+                plan.items.push(json!({"id": it.id, "status": ItemStatus::Completed.as_str(),
+                    "error_code": null, "error_reason": null, "result": outcome.result.to_string(), "now": now}));
+                let mut data = base.clone();
+                data["status"] = json!("COMPLETED");
+                data["result"] = outcome.result.clone();
+                plan.events
+                    .push(EventWrite::new(&it.tenant_id, "order.completed", data));
+                if outcome.status_changed() {
+                    plan.events.push(EventWrite::new(
+                        &it.tenant_id,
+                        "sim.status_changed",
+                        json!({"iccid": it.iccid, "from": from, "to": to, "operation": it.operation.as_str(),
+                               "batch_id": it.batch_id, "order_id": it.id}),
+                    ));
+                }
+            }
+            Err(failure) => {
+                delta.failed += 1;
+                plan.items.push(json!({"id": it.id, "status": ItemStatus::Failed.as_str(),
+                    "error_code": failure.code, "error_reason": failure.reason, "result": null, "now": now}));
+                let mut data = base.clone();
+                data["status"] = json!("FAILED");
+                data["error_code"] = json!(failure.code);
+                data["error_reason"] = json!(failure.reason);
+                plan.events
+                    .push(EventWrite::new(&it.tenant_id, "order.failed", data));
+                if it.mode == BatchMode::SequentialPerIccid {
+                    plan.followers.push(FollowerCancel {
+                        batch_id: it.batch_id.clone(),
+                        tenant_id: it.tenant_id.clone(),
+                        iccid: it.iccid.clone(),
+                        after_id: it.id,
+                        seq: it.seq,
+                    });
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// The event for a batch that just became terminal.
+pub fn batch_event(b: &BatchRecord) -> Option<EventWrite> {
+    let kind = b.status.event_type()?;
+    Some(EventWrite::new(
+        &b.tenant_id,
+        kind,
+        json!({"batch_id": b.id, "status": b.status.as_str(), "counts": b.counts, "source": b.source,
+               "external_ref": b.external_ref}),
+    ))
+}
+
+/// The reason written on followers canceled after item `seq` failed.
+pub fn follower_reason(seq: i64) -> String {
+    format!("not run: item {seq} for this ICCID failed")
+}
+
+/// Error code on items canceled by a batch cancel.
+pub const CANCELLED_CODE: &str = "batch_cancelled";
+/// Reason on items canceled by a batch cancel.
+pub const CANCELLED_REASON: &str = "batch was cancelled before this item ran";
+
+/// Whether a status is one the finaliser may leave (only PROCESSING batches finish by themselves).
+pub fn finishes(status: BatchStatus) -> bool {
+    status == BatchStatus::Processing
+}

@@ -1,0 +1,357 @@
+//! Claim and complete on SQLite: the engine's hot path.
+//!
+//! SQLite has one writer, so each call is one `BEGIN IMMEDIATE` transaction
+//! and every list is written with one statement over `json_each`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use simbatch_core::BatchMode;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{rows, SqliteStore};
+use crate::plan::{self, plan_completion};
+use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result, StoreError};
+
+const CLAIM_FRESH: &str = "UPDATE batch_items SET status = 'PROCESSING', lease_token = ?1, lease_until = ?2, updated_at = ?3
+WHERE id IN (
+    SELECT i.id FROM batch_items i JOIN batches b ON b.id = i.batch_id
+    WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
+      AND NOT EXISTS (
+        SELECT 1 FROM batch_items p
+        WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid AND p.id < i.id
+          AND p.status IN ('APPROVED', 'PROCESSING'))
+    ORDER BY i.id LIMIT ?4)
+RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
+
+const CLAIM_EXPIRED: &str = "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
+WHERE id IN (
+    SELECT id FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
+RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
+
+impl SqliteStore {
+    pub(super) async fn claim_impl(&self, limit: usize, lease: Duration) -> Result<Claim> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().to_string();
+        let until = now + lease.as_millis() as i64;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let expired = sqlx::query(CLAIM_EXPIRED)
+            .bind(&token)
+            .bind(until)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let room = limit.saturating_sub(expired.len());
+        let fresh = if room > 0 {
+            sqlx::query(CLAIM_FRESH)
+                .bind(&token)
+                .bind(until)
+                .bind(now)
+                .bind(room as i64)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if expired.is_empty() && fresh.is_empty() {
+            tx.commit().await?;
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
+        // Counters move only for items that were APPROVED; expired ones were already PROCESSING.
+        let mut moved: BTreeMap<String, i64> = BTreeMap::new();
+        for r in &fresh {
+            *moved.entry(r.try_get("batch_id")?).or_default() += 1;
+        }
+        for (batch_id, n) in &moved {
+            sqlx::query("UPDATE batches SET approved = approved - ?1, processing = processing + ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(n)
+                .bind(now)
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut items = Vec::with_capacity(expired.len() + fresh.len());
+        for r in expired.iter().chain(fresh.iter()) {
+            items.push(self.claimed_item(r)?);
+        }
+        self.load_context(&mut tx, &mut items).await?;
+        tx.commit().await?;
+        items.sort_by_key(|i| i.id);
+        Ok(Claim { token, items })
+    }
+
+    fn claimed_item(&self, r: &sqlx::sqlite::SqliteRow) -> Result<ClaimedItem> {
+        let params: String = r.try_get("params")?;
+        let mut fields = rows::json_map(&params)?;
+        if let Some(sealed) = r.try_get::<Option<String>, _>("secret_enc")? {
+            let plain = self.cipher.open("item", &sealed)?;
+            let secret: Map<String, Value> = serde_json::from_slice(&plain)
+                .map_err(|e| StoreError::Corrupt(format!("item secret: {e}")))?;
+            fields.extend(secret);
+        }
+        let op: Option<String> = r.try_get("operation")?;
+        let operation = rows::operation(op)?
+            .ok_or_else(|| StoreError::Corrupt("approved item without operation".into()))?;
+        fields.insert("iccid".into(), Value::String(r.try_get("iccid")?));
+        Ok(ClaimedItem {
+            id: r.try_get("id")?,
+            batch_id: r.try_get("batch_id")?,
+            tenant_id: r.try_get("tenant_id")?,
+            seq: r.try_get("seq")?,
+            mode: BatchMode::Parallel,
+            operation,
+            iccid: r.try_get("iccid")?,
+            fields,
+            sim: None,
+            has_profile: false,
+        })
+    }
+
+    /// Fill each item's batch mode, current SIM and profile flag, set-based.
+    async fn load_context(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        items: &mut [ClaimedItem],
+    ) -> Result<()> {
+        let batch_ids: HashSet<&str> = items.iter().map(|i| i.batch_id.as_str()).collect();
+        let ids_json =
+            serde_json::to_string(&batch_ids.into_iter().collect::<Vec<_>>()).unwrap_or_default();
+        let modes: HashMap<String, BatchMode> = sqlx::query(
+            "SELECT id, mode FROM batches WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids_json)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let mode: String = r.try_get("mode")?;
+            Ok((
+                r.try_get("id")?,
+                BatchMode::parse(&mode).unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+        let keys: Vec<Value> = items
+            .iter()
+            .map(|i| json!([i.tenant_id, i.iccid]))
+            .collect();
+        let keys = Value::Array(keys).to_string();
+        let sql = format!(
+            "SELECT s.tenant_id, {cols} FROM json_each(?1) j
+             JOIN sims s ON s.tenant_id = j.value ->> 0 AND s.iccid = j.value ->> 1",
+            cols = rows::SIM_COLS
+                .replace("iccid,", "s.iccid,")
+                .replace("created_at", "s.created_at")
+                .replace("updated_at", "s.updated_at")
+        );
+        let mut sims = HashMap::new();
+        for r in sqlx::query(&sql).bind(&keys).fetch_all(&mut **tx).await? {
+            let t: String = r.try_get("tenant_id")?;
+            let rec = rows::sim(&r)?;
+            sims.insert((t, rec.sim.iccid.clone()), rec.sim);
+        }
+        let mut profiles = HashSet::new();
+        for r in sqlx::query(
+            "SELECT p.tenant_id, p.iccid FROM json_each(?1) j
+             JOIN profiles p ON p.tenant_id = j.value ->> 0 AND p.iccid = j.value ->> 1",
+        )
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            profiles.insert((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
+        }
+        for it in items.iter_mut() {
+            let key = (it.tenant_id.clone(), it.iccid.clone());
+            it.mode = modes.get(&it.batch_id).copied().unwrap_or_default();
+            it.has_profile = profiles.contains(&key);
+            it.sim = sims.remove(&key);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn complete_impl(
+        &self,
+        token: &str,
+        done: Vec<Completion>,
+    ) -> Result<CompleteSummary> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        // Fence: keep only items whose lease still carries our token.
+        let held: HashSet<i64> = sqlx::query_scalar(
+            "SELECT id FROM batch_items WHERE status = 'PROCESSING' AND lease_token = ?1",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let total = done.len();
+        let kept: Vec<Completion> = done
+            .into_iter()
+            .filter(|c| held.contains(&c.item.id))
+            .collect();
+        let mut summary = CompleteSummary {
+            fenced_out: total - kept.len(),
+            applied: kept.len(),
+            ..Default::default()
+        };
+        if kept.is_empty() {
+            tx.commit().await?;
+            return Ok(summary);
+        }
+        let mut plan = plan_completion(&self.cipher, &kept, now);
+        write_sims(&mut tx, &plan.sim_inserts, &plan.sim_updates).await?;
+        write_rows(&mut tx, INSERT_PROFILES, &plan.profiles).await?;
+        write_rows(&mut tx, INSERT_HISTORY, &plan.history).await?;
+        write_rows(&mut tx, UPDATE_ITEMS, &plan.items).await?;
+        summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
+        summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
+        // Sequential batches: a failure leaves that ICCID's later items unexecuted.
+        for f in &plan.followers {
+            let n = sqlx::query(
+                "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed', error_reason = ?1,
+                        updated_at = ?2
+                 WHERE tenant_id = ?3 AND iccid = ?4 AND id > ?5 AND batch_id = ?6
+                   AND status IN ('APPROVED', 'PROCESSING') AND status = 'APPROVED'",
+            )
+            .bind(plan::follower_reason(f.seq))
+            .bind(now)
+            .bind(&f.tenant_id)
+            .bind(&f.iccid)
+            .bind(f.after_id)
+            .bind(&f.batch_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64;
+            if let Some(d) = plan.deltas.get_mut(&f.batch_id) {
+                d.canceled += n;
+            }
+            summary.canceled += n as usize;
+        }
+        for (batch_id, d) in &plan.deltas {
+            sqlx::query(
+                "UPDATE batches SET processing = processing - ?1, completed = completed + ?2, failed = failed + ?3,
+                        approved = approved - ?4, canceled = canceled + ?4, updated_at = ?5 WHERE id = ?6",
+            )
+            .bind(d.processing_done)
+            .bind(d.completed)
+            .bind(d.failed)
+            .bind(d.canceled)
+            .bind(now)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids =
+            serde_json::to_string(&plan.deltas.keys().collect::<Vec<_>>()).unwrap_or_default();
+        let finished = sqlx::query(&format!(
+            "UPDATE batches SET status = CASE WHEN rejected = 0 AND failed = 0 AND canceled = 0
+                                 THEN 'COMPLETED' ELSE 'PARTIALLY_COMPLETED' END,
+                    completed_at = ?1, updated_at = ?1
+             WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'PROCESSING' AND approved = 0 AND processing = 0
+             RETURNING {}",
+            rows::BATCH_COLS
+        ))
+        .bind(now)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &finished {
+            let b = rows::batch(r)?;
+            plan.events.extend(plan::batch_event(&b));
+            summary.finished.push((b.id, b.status));
+        }
+        let events: Vec<Value> = plan.events.iter().map(|e| e.row(now)).collect();
+        write_rows(&mut tx, INSERT_EVENTS, &events).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+}
+
+/// Run a statement whose `?1` is a JSON array of row objects.
+pub(super) async fn write_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &str,
+    rows: &[Value],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(sql)
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .map_err(super::conflict)?;
+    Ok(())
+}
+
+async fn write_sims(
+    tx: &mut Transaction<'static, Sqlite>,
+    inserts: &[Value],
+    updates: &[Value],
+) -> Result<()> {
+    write_rows(tx, INSERT_SIMS, inserts).await?;
+    write_rows(tx, UPDATE_SIMS, updates).await?;
+    // Secrets given on an order for an existing SIM (e.g. generate_activation_code) are kept.
+    let secrets: Vec<Value> = updates
+        .iter()
+        .filter(|u| !u["ki_enc"].is_null() || !u["opc_enc"].is_null())
+        .cloned()
+        .collect();
+    write_rows(tx, UPDATE_SIM_SECRETS, &secrets).await
+}
+
+/// Insert SIMs from `json_each(?1)`.
+pub(super) const INSERT_SIMS: &str = "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status,
+    subscription_state, blocked, rate_plan, supplementary_plans, services, apn_status, custom_field_1,
+    custom_field_2, custom_field_3, custom_field_4, custom_field_5, ki_enc, opc_enc, created_at, updated_at)
+SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'imsi', v ->> 'msisdn', v ->> 'eid', v ->> 'imei', v ->> 'status',
+    v ->> 'subscription_state', v ->> 'blocked', v ->> 'rate_plan', v ->> 'supplementary_plans', v ->> 'services',
+    v ->> 'apn_status', v ->> 'custom_field_1', v ->> 'custom_field_2', v ->> 'custom_field_3', v ->> 'custom_field_4',
+    v ->> 'custom_field_5', v ->> 'ki_enc', v ->> 'opc_enc', v ->> 'now', v ->> 'now'
+FROM (SELECT value AS v FROM json_each(?1))";
+
+const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v ->> 'imsi', msisdn = v ->> 'msisdn', eid = v ->> 'eid',
+    imei = v ->> 'imei', status = v ->> 'status', subscription_state = v ->> 'subscription_state',
+    blocked = v ->> 'blocked', rate_plan = v ->> 'rate_plan', supplementary_plans = v ->> 'supplementary_plans',
+    services = v ->> 'services', apn_status = v ->> 'apn_status', custom_field_1 = v ->> 'custom_field_1',
+    custom_field_2 = v ->> 'custom_field_2', custom_field_3 = v ->> 'custom_field_3',
+    custom_field_4 = v ->> 'custom_field_4', custom_field_5 = v ->> 'custom_field_5', updated_at = v ->> 'now'
+FROM (SELECT value AS v FROM json_each(?1)) AS j
+WHERE sims.tenant_id = j.v ->> 'tenant_id' AND sims.iccid = j.v ->> 'iccid'";
+
+const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v ->> 'ki_enc', ki_enc),
+    opc_enc = coalesce(v ->> 'opc_enc', opc_enc)
+FROM (SELECT value AS v FROM json_each(?1)) AS j
+WHERE sims.tenant_id = j.v ->> 'tenant_id' AND sims.iccid = j.v ->> 'iccid'";
+
+const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
+    template, state, apn, expires_at, created_at, updated_at)
+SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'matching_id', v ->> 'activation_code', v ->> 'cc_hash_enc',
+    v ->> 'template', v ->> 'state', v ->> 'apn', v ->> 'expires_at', v ->> 'now', v ->> 'now'
+FROM (SELECT value AS v FROM json_each(?1))";
+
+const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status,
+    batch_id, item_id)
+SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'at', v ->> 'operation', v ->> 'from_status', v ->> 'to_status',
+    v ->> 'batch_id', v ->> 'item_id'
+FROM (SELECT value AS v FROM json_each(?1))";
+
+const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v ->> 'status', error_code = v ->> 'error_code',
+    error_reason = v ->> 'error_reason', result = v ->> 'result', lease_token = NULL, lease_until = NULL,
+    updated_at = v ->> 'now'
+FROM (SELECT value AS v FROM json_each(?1)) AS j
+WHERE batch_items.id = j.v ->> 'id'";
+
+/// Insert outbox events from `json_each(?1)`.
+pub(super) const INSERT_EVENTS: &str =
+    "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
+SELECT v ->> 'event_id', v ->> 'tenant_id', v ->> 'type', v ->> 'created_at', v ->> 'data'
+FROM (SELECT value AS v FROM json_each(?1))";
