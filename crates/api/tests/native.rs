@@ -462,8 +462,8 @@ async fn paging(b: Backend) {
     assert_eq!(p2["data"].as_array().unwrap().len(), 5);
     assert_eq!(p2["data"][0]["index"], 10);
     assert_eq!(p2["next_cursor"], Value::Null);
-    for i in 0..5 {
-        app.wait_batch(&ids[i]).await;
+    for id in &ids {
+        app.wait_batch(id).await;
     }
     let (_, s1) = app.get("/v1/sims?limit=15").await;
     assert_eq!(s1["data"].as_array().unwrap().len(), 15);
@@ -893,5 +893,76 @@ async fn bad_input_is_4xx_and_loses_nothing(b: Backend) {
         3,
         "register, too_long, sql"
     );
+    app.stop().await;
+}
+
+fn csv_stream(
+    n: usize,
+) -> impl futures::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    futures::stream::iter((0..=n / 1000).map(move |chunk| {
+        let mut s = String::new();
+        if chunk == 0 {
+            s.push_str("iccid\n");
+        }
+        for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
+            s.push_str(&iccid(i));
+            s.push('\n');
+        }
+        Ok(s)
+    }))
+}
+
+/// A large CSV upload streams through in chunks (SQLite, no workers); one
+/// over the limit is refused and its partial batch is cancelled, never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_csv_streams() {
+    let app = TestApp::start_with(Backend::Sqlite, false).await;
+    let r = app
+        .req(Method::POST, "/v1/batches?operation=register_sim")
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(csv_stream(MAX_ITEMS + 10)))
+        .send()
+        .await
+        .unwrap();
+    let (s, p) = read(r).await;
+    assert_eq!((s, p["code"].as_str().unwrap()), (422, "too_many_items"));
+    let (_, list) = app.get("/v1/batches").await;
+    for b in list["data"].as_array().unwrap() {
+        assert_eq!(b["status"], "CANCELLED", "{b}");
+    }
+    app.stop().await;
+
+    let app = TestApp::start_cfg(Backend::Sqlite, false, 1_000_000).await;
+    let n = 100_000usize;
+    let t = Instant::now();
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/batches?operation=register_sim&dry_run=true",
+        )
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(csv_stream(n)))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = read(r).await;
+    assert_eq!(
+        (s, body["counts"]["approved"].as_u64()),
+        (200, Some(n as u64))
+    );
+    eprintln!("{n} rows validated (dry run) in {:?}", t.elapsed());
+    let t = Instant::now();
+    let r = app
+        .req(Method::POST, "/v1/batches?operation=register_sim")
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(csv_stream(n)))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = read(r).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["counts"]["total"], n);
+    assert_eq!(body["counts"]["approved"], n);
+    eprintln!("{n} rows streamed in {:?}", t.elapsed());
     app.stop().await;
 }

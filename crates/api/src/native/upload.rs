@@ -123,15 +123,47 @@ fn malformed(code: &str, reason: impl Into<String>) -> Rejection {
     }
 }
 
+/// Parse one CSV line (RFC 4180 quoting, no line breaks inside fields).
+/// None if it is not UTF-8 or a quoted field is not closed properly.
 fn parse_csv_record(line: &[u8]) -> Option<Vec<String>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(line);
-    let mut rec = csv::StringRecord::new();
-    match rdr.read_record(&mut rec) {
-        Ok(true) => Some(rec.iter().map(str::to_owned).collect()),
-        _ => None,
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    c => field.push(c),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Some(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(_) => return None,
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Some(fields);
+                    }
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
     }
 }
 
@@ -236,9 +268,12 @@ async fn feed(
                     continue;
                 };
                 let Some(rec) = parse_csv_record(&line) else {
-                    w.push_rejected(malformed("malformed_row", "the row is not valid UTF-8 CSV"))
-                        .await
-                        .map_err(svc)?;
+                    w.push_rejected(malformed(
+                        "malformed_row",
+                        "the row is not valid CSV (UTF-8, quotes closed)",
+                    ))
+                    .await
+                    .map_err(svc)?;
                     continue;
                 };
                 if rec.len() != h.len() {
@@ -267,4 +302,25 @@ async fn feed(
 
 fn svc(e: ServiceError) -> ApiError {
     e.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_csv_record as p;
+
+    fn v(xs: &[&str]) -> Option<Vec<String>> {
+        Some(xs.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn csv_lines() {
+        assert_eq!(p(b"a,b,c"), v(&["a", "b", "c"]));
+        assert_eq!(p(b""), v(&[""]));
+        assert_eq!(p(b"a,,"), v(&["a", "", ""]));
+        assert_eq!(p(b"\"x, \"\"y\"\"\",z"), v(&["x, \"y\"", "z"]));
+        assert_eq!(p(b"\"\",1"), v(&["", "1"]));
+        assert_eq!(p(b"\"open"), None);
+        assert_eq!(p(b"\"a\"b,c"), None);
+        assert_eq!(p(b"\xff,a"), None);
+    }
 }

@@ -65,6 +65,11 @@ impl TestApp {
 
     /// Start, with or without workers (without: batches stay PROCESSING).
     pub async fn start_with(backend: Backend, workers: bool) -> Self {
+        Self::start_cfg(backend, workers, MAX_ITEMS).await
+    }
+
+    /// Start with a given batch size limit.
+    pub async fn start_cfg(backend: Backend, workers: bool, max_items: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -79,7 +84,7 @@ impl TestApp {
         let service = Arc::new(Service::new(
             store.clone(),
             ServiceConfig {
-                max_items: MAX_ITEMS,
+                max_items,
                 ..Default::default()
             },
             wake.clone(),
