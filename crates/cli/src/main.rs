@@ -1,1 +1,87 @@
-fn main() {}
+//! The `simbatch` binary: one process serves the API and runs the workers;
+//! the other subcommands administer a database or measure the engine.
+
+mod admin;
+mod bench;
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// simbatch: SIM and eSIM batch provisioning.
+#[derive(Parser, Debug)]
+#[command(name = "simbatch", version, about)]
+struct Cli {
+    /// Optional TOML config file (same keys as the serve flags, in snake_case).
+    #[arg(long, global = true, env = "SIMBATCH_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "SIMBATCH_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP API and the workers.
+    Serve(config::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(config::DbArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(subcommand)]
+        action: admin::KeysAction,
+    },
+    /// Manage profile templates.
+    Templates {
+        #[command(flatten)]
+        db: config::DbArgs,
+        #[command(subcommand)]
+        action: admin::TemplatesAction,
+    },
+    /// Measure the engine end to end against a fresh database.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SIMBATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let file = match config::FileConfig::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args.resolve(&file)).await,
+        Command::Migrate(db) => admin::migrate(db.resolve(&file)).await,
+        Command::Keys { db, action } => admin::keys(db.resolve(&file), action).await,
+        Command::Templates { db, action } => admin::templates(db.resolve(&file), action).await,
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

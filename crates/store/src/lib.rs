@@ -13,6 +13,8 @@ pub mod model;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::sync::Arc;

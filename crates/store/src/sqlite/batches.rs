@@ -11,9 +11,9 @@ use crate::*;
 
 const INSERT_ITEMS: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation, status, params,
     secret_enc, error_field, error_code, error_reason, updated_at)
-SELECT v ->> 'batch_id', v ->> 'tenant_id', v ->> 'seq', v ->> 'iccid', v ->> 'operation', v ->> 'status',
-    v ->> 'params', v ->> 'secret_enc', v ->> 'error_field', v ->> 'error_code', v ->> 'error_reason', v ->> 'now'
-FROM (SELECT value AS v FROM json_each(?1))";
+SELECT v.batch_id, v.tenant_id, v.seq, v.iccid, v.operation, v.status,
+    v.params, v.secret_enc, v.error_field, v.error_code, v.error_reason, v.now
+FROM v";
 
 impl SqliteStore {
     pub(super) async fn create_batch_impl(&self, new: &NewBatch) -> Result<BatchRecord> {

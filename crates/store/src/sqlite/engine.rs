@@ -1,14 +1,14 @@
 //! Claim and complete on SQLite: the engine's hot path.
 //!
 //! SQLite has one writer, so each call is one `BEGIN IMMEDIATE` transaction
-//! and every list is written with one statement over `json_each`.
+//! and every list is written with one multi-row statement (a `VALUES` CTE).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use simbatch_core::BatchMode;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{rows, SqliteStore};
 use crate::plan::{self, plan_completion};
@@ -274,21 +274,35 @@ impl SqliteStore {
     }
 }
 
-/// Run a statement whose `?1` is a JSON array of row objects.
-pub(super) async fn write_rows(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &str,
-    rows: &[Value],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+/// Most bound parameters per statement (SQLite allows 32,766).
+const MAX_PARAMS: usize = 32_000;
+
+/// Run `sql` over the rows as a CTE `v(<keys>)` of bound `VALUES`, in as few
+/// statements as the parameter limit allows. Every row is a JSON object with
+/// the same keys (the shared completion plan builds them).
+pub(super) async fn write_rows(tx: &mut Transaction<'static, Sqlite>, sql: &str, rows: &[Value]) -> Result<()> {
+    let Some(Value::Object(first)) = rows.first() else { return Ok(()) };
+    let keys: Vec<String> = first.keys().cloned().collect();
+    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    for chunk in rows.chunks((MAX_PARAMS / keys.len().max(1)).max(1)) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("WITH v({}) AS (", quoted.join(", ")));
+        q.push_values(chunk, |mut b, row| {
+            for k in &keys {
+                match &row[k] {
+                    Value::String(s) => b.push_bind(s.clone()),
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) => b.push_bind(i),
+                        None => b.push_bind(n.as_f64()),
+                    },
+                    Value::Bool(v) => b.push_bind(i64::from(*v)),
+                    Value::Null => b.push_bind(None::<String>),
+                    other => b.push_bind(other.to_string()),
+                };
+            }
+        });
+        q.push(") ").push(sql);
+        q.build().execute(&mut **tx).await.map_err(super::conflict)?;
     }
-    let json = serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(sql)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .map_err(super::conflict)?;
     Ok(())
 }
 
@@ -308,50 +322,50 @@ async fn write_sims(
     write_rows(tx, UPDATE_SIM_SECRETS, &secrets).await
 }
 
-/// Insert SIMs from `json_each(?1)`.
+/// Insert SIMs from the rows CTE `v`.
 pub(super) const INSERT_SIMS: &str = "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status,
     subscription_state, blocked, rate_plan, supplementary_plans, services, apn_status, custom_field_1,
     custom_field_2, custom_field_3, custom_field_4, custom_field_5, ki_enc, opc_enc, created_at, updated_at)
-SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'imsi', v ->> 'msisdn', v ->> 'eid', v ->> 'imei', v ->> 'status',
-    v ->> 'subscription_state', v ->> 'blocked', v ->> 'rate_plan', v ->> 'supplementary_plans', v ->> 'services',
-    v ->> 'apn_status', v ->> 'custom_field_1', v ->> 'custom_field_2', v ->> 'custom_field_3', v ->> 'custom_field_4',
-    v ->> 'custom_field_5', v ->> 'ki_enc', v ->> 'opc_enc', v ->> 'now', v ->> 'now'
-FROM (SELECT value AS v FROM json_each(?1))";
+SELECT v.tenant_id, v.iccid, v.imsi, v.msisdn, v.eid, v.imei, v.status,
+    v.subscription_state, v.blocked, v.rate_plan, v.supplementary_plans, v.services,
+    v.apn_status, v.custom_field_1, v.custom_field_2, v.custom_field_3, v.custom_field_4,
+    v.custom_field_5, v.ki_enc, v.opc_enc, v.now, v.now
+FROM v";
 
-const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v ->> 'imsi', msisdn = v ->> 'msisdn', eid = v ->> 'eid',
-    imei = v ->> 'imei', status = v ->> 'status', subscription_state = v ->> 'subscription_state',
-    blocked = v ->> 'blocked', rate_plan = v ->> 'rate_plan', supplementary_plans = v ->> 'supplementary_plans',
-    services = v ->> 'services', apn_status = v ->> 'apn_status', custom_field_1 = v ->> 'custom_field_1',
-    custom_field_2 = v ->> 'custom_field_2', custom_field_3 = v ->> 'custom_field_3',
-    custom_field_4 = v ->> 'custom_field_4', custom_field_5 = v ->> 'custom_field_5', updated_at = v ->> 'now'
-FROM (SELECT value AS v FROM json_each(?1)) AS j
-WHERE sims.tenant_id = j.v ->> 'tenant_id' AND sims.iccid = j.v ->> 'iccid'";
+const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid = v.eid,
+    imei = v.imei, status = v.status, subscription_state = v.subscription_state,
+    blocked = v.blocked, rate_plan = v.rate_plan, supplementary_plans = v.supplementary_plans,
+    services = v.services, apn_status = v.apn_status, custom_field_1 = v.custom_field_1,
+    custom_field_2 = v.custom_field_2, custom_field_3 = v.custom_field_3,
+    custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5, updated_at = v.now
+FROM v
+WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
-const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v ->> 'ki_enc', ki_enc),
-    opc_enc = coalesce(v ->> 'opc_enc', opc_enc)
-FROM (SELECT value AS v FROM json_each(?1)) AS j
-WHERE sims.tenant_id = j.v ->> 'tenant_id' AND sims.iccid = j.v ->> 'iccid'";
+const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, sims.ki_enc),
+    opc_enc = coalesce(v.opc_enc, sims.opc_enc)
+FROM v
+WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
 const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
     template, state, apn, expires_at, created_at, updated_at)
-SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'matching_id', v ->> 'activation_code', v ->> 'cc_hash_enc',
-    v ->> 'template', v ->> 'state', v ->> 'apn', v ->> 'expires_at', v ->> 'now', v ->> 'now'
-FROM (SELECT value AS v FROM json_each(?1))";
+SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc,
+    v.template, v.state, v.apn, v.expires_at, v.now, v.now
+FROM v";
 
 const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status,
     batch_id, item_id)
-SELECT v ->> 'tenant_id', v ->> 'iccid', v ->> 'at', v ->> 'operation', v ->> 'from_status', v ->> 'to_status',
-    v ->> 'batch_id', v ->> 'item_id'
-FROM (SELECT value AS v FROM json_each(?1))";
+SELECT v.tenant_id, v.iccid, v.at, v.operation, v.from_status, v.to_status,
+    v.batch_id, v.item_id
+FROM v";
 
-const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v ->> 'status', error_code = v ->> 'error_code',
-    error_reason = v ->> 'error_reason', result = v ->> 'result', lease_token = NULL, lease_until = NULL,
-    updated_at = v ->> 'now'
-FROM (SELECT value AS v FROM json_each(?1)) AS j
-WHERE batch_items.id = j.v ->> 'id'";
+const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v.status, error_code = v.error_code,
+    error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
+    updated_at = v.now
+FROM v
+WHERE batch_items.id = v.id";
 
-/// Insert outbox events from `json_each(?1)`.
+/// Insert outbox events from the rows CTE `v`.
 pub(super) const INSERT_EVENTS: &str =
     "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
-SELECT v ->> 'event_id', v ->> 'tenant_id', v ->> 'type', v ->> 'created_at', v ->> 'data'
-FROM (SELECT value AS v FROM json_each(?1))";
+SELECT v.event_id, v.tenant_id, v.type, v.created_at, v.data
+FROM v";

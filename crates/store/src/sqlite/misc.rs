@@ -9,34 +9,10 @@ use crate::*;
 
 impl SqliteStore {
     pub(super) async fn create_key_impl(&self, tenant_name: &str) -> Result<NewKey> {
-        let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING")
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(tenant_name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let tenant_id: String = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1")
-            .bind(tenant_name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let key_id = format!("sk_{}", random_hex(8));
-        let secret = random_hex(32);
-        sqlx::query("INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&key_id)
-            .bind(&tenant_id)
-            .bind(hash_secret(&secret))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let key = create_key_in(&mut tx, tenant_name).await?;
         tx.commit().await?;
-        Ok(NewKey {
-            tenant: tenant_name.to_owned(),
-            token: format!("{key_id}.{secret}"),
-            key_id,
-            secret,
-        })
+        Ok(key)
     }
 
     pub(super) async fn list_keys_impl(&self) -> Result<Vec<KeyInfo>> {
@@ -96,14 +72,12 @@ impl SqliteStore {
     }
 
     pub(super) async fn bootstrap_impl(&self) -> Result<Option<NewKey>> {
-        // One writer connection: the check and the insert cannot interleave with another writer.
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
-            .fetch_one(&self.write)
-            .await?;
-        if count > 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.create_key_impl("default").await?))
+        // The check and the insert share one write transaction, so two callers cannot both see an empty table.
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await?;
+        let key = if count == 0 { Some(create_key_in(&mut tx, "default").await?) } else { None };
+        tx.commit().await?;
+        Ok(key)
     }
 
     pub(super) async fn tenant_by_name_impl(&self, name: &str) -> Result<Option<Tenant>> {
@@ -417,6 +391,29 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(state)
     }
+}
+
+/// Create a key (and its tenant if needed) inside a write transaction.
+async fn create_key_in(tx: &mut sqlx::Transaction<'static, Sqlite>, tenant_name: &str) -> Result<NewKey> {
+    let now = now_ms();
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING")
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(tenant_name)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    let tenant_id: String =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1").bind(tenant_name).fetch_one(&mut **tx).await?;
+    let key_id = format!("sk_{}", random_hex(8));
+    let secret = random_hex(32);
+    sqlx::query("INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&key_id)
+        .bind(&tenant_id)
+        .bind(hash_secret(&secret))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(NewKey { tenant: tenant_name.to_owned(), token: format!("{key_id}.{secret}"), key_id, secret })
 }
 
 /// Compare two byte strings in time independent of where they differ.

@@ -53,6 +53,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
+            // Checkpoint every 64 MiB of WAL instead of every 4 MiB: fewer fsyncs on the hot path.
+            .pragma("wal_autocheckpoint", "16384")
             .foreign_keys(false);
         let write = SqlitePoolOptions::new()
             .max_connections(1)

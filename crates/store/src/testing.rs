@@ -1,0 +1,76 @@
+//! Test support (feature `testing`): throwaway databases and a fixed cipher,
+//! for the conformance suite and for other crates' tests.
+
+use std::path::Path;
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::crypto::Cipher;
+
+/// Server the PostgreSQL tests use unless `SIMBATCH_TEST_PG` says otherwise.
+pub const DEFAULT_TEST_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Create a uniquely named, empty database (`simbatch_t_<uuid>`) on the server
+/// named by `SIMBATCH_TEST_PG` and return its URL.
+///
+/// # Panics
+/// When PostgreSQL is unreachable or the database cannot be created: tests
+/// must fail loudly rather than pass without PostgreSQL.
+pub async fn fresh_postgres_url() -> String {
+    let base = std::env::var("SIMBATCH_TEST_PG").unwrap_or_else(|_| DEFAULT_TEST_PG.to_owned());
+    let mut conn = PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL for the tests is unreachable at {base}: {e}. \
+             Start PostgreSQL or point SIMBATCH_TEST_PG at a server where we may create databases."
+        )
+    });
+    let name = format!("simbatch_t_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name} on {base}: {e}"));
+    let _ = conn.close().await;
+    with_database(&base, &name)
+}
+
+/// `base` with its database name replaced by `name` (query string kept).
+fn with_database(base: &str, name: &str) -> String {
+    let (main, query) = match base.split_once('?') {
+        Some((m, q)) => (m, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let host_start = main.find("://").map_or(0, |i| i + 3);
+    let root = match main[host_start..].find('/') {
+        Some(i) => &main[..host_start + i],
+        None => main,
+    };
+    format!("{root}/{name}{query}")
+}
+
+/// A URL for a new SQLite database file inside `dir`.
+pub fn fresh_sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("simbatch-test.db").display())
+}
+
+/// A fixed master key, for tests only.
+pub fn test_cipher() -> Cipher {
+    Cipher::new(&[42u8; 32])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h", "x"),
+            "postgres://u@h/x"
+        );
+    }
+}

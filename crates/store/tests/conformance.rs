@@ -1,0 +1,1905 @@
+//! One conformance suite for every [`Store`] backend.
+//!
+//! Each check is an `async fn(Arc<dyn Store>)`; the `conformance!` macro turns
+//! every check into one test on SQLite (a temporary directory) and one on
+//! PostgreSQL (a fresh database). The PostgreSQL tests panic when the server
+//! is unreachable: they never pass without it.
+//!
+//! Claims and completions are driven the way the engine drives them: the
+//! claimed fields go through `simbatch_core::parse_item` and `execute`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use simbatch_core::{
+    execute, parse_item, BatchMode, BatchStatus, Context, ItemStatus, Operation, SimStatus,
+    ValidationProfile,
+};
+use simbatch_store::testing::{fresh_postgres_url, fresh_sqlite_url, test_cipher};
+use simbatch_store::*;
+
+// ---------------------------------------------------------------- harness
+
+/// Raw access to the database behind the store under test (for the secrets check).
+#[derive(Clone)]
+enum Raw {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+tokio::task_local! {
+    static RAW: Raw;
+}
+
+async fn on_sqlite<F, Fut>(check: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = fresh_sqlite_url(dir.path());
+    let store = simbatch_store::sqlite::connect(&url, test_cipher())
+        .await
+        .expect("open SQLite store");
+    let file = dir.path().join("simbatch-test.db");
+    RAW.scope(Raw::Sqlite(file), check(store)).await;
+}
+
+async fn on_postgres<F, Fut>(check: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let url = fresh_postgres_url().await;
+    let store = simbatch_store::postgres::connect(&url, test_cipher())
+        .await
+        .expect("open PostgreSQL store");
+    RAW.scope(Raw::Postgres(url), check(store)).await;
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::on_sqlite(super::$check).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::on_postgres(super::$check).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    keys,
+    bootstrap_only_once,
+    templates,
+    batch_create_append_seal,
+    all_rejected_batch_is_terminal,
+    claim_orders_items_of_one_sim,
+    claim_orders_across_batches,
+    lease_expiry_and_fencing,
+    complete_effects,
+    sequential_failure_cancels_followers,
+    parallel_failure_keeps_followers,
+    cancel,
+    cancel_while_running,
+    retry,
+    tenant_isolation,
+    secrets_never_in_plaintext,
+    webhooks,
+    idempotency,
+    retention_sweep,
+    paging_and_filters,
+    bench_floor_activate,
+    profiles_and_confirmation_codes,
+    concurrent_claims_are_disjoint,
+);
+
+// ---------------------------------------------------------------- helpers
+
+const KI: &str = "465B5CE8B199B49FAA5F0A2EE238A6BC";
+const OPC: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+
+fn iccid(n: u32) -> String {
+    format!("89882470000000{n:06}")
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+async fn tenant(store: &Arc<dyn Store>, name: &str) -> String {
+    store.create_key(name).await.unwrap();
+    store
+        .tenant_by_name(name)
+        .await
+        .unwrap()
+        .expect("tenant exists")
+        .id
+}
+
+fn new_batch(tenant: &str, op: Option<Operation>, mode: BatchMode) -> NewBatch {
+    NewBatch {
+        tenant_id: tenant.to_owned(),
+        operation: op,
+        mode,
+        source: "native".into(),
+        external_ref: None,
+        parent_id: None,
+    }
+}
+
+/// Items for `op` from JSON rows, parsed as the API does (invalid → rejected).
+fn items(op: Operation, rows: &[Value]) -> Vec<NewItem> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let fields = obj(row.clone());
+            let given = fields
+                .get("iccid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            match parse_item(op, &fields, ValidationProfile::Standard) {
+                Ok(p) => NewItem {
+                    seq: i as i64,
+                    iccid: p.order.iccid.as_str().to_owned(),
+                    operation: Some(op),
+                    params: p.public,
+                    secret: p.secret,
+                    rejection: None,
+                },
+                Err(r) => NewItem {
+                    seq: i as i64,
+                    iccid: given,
+                    operation: Some(op),
+                    params: fields,
+                    secret: Map::new(),
+                    rejection: Some(r),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Create, fill and seal a batch.
+async fn submit(
+    store: &Arc<dyn Store>,
+    tenant: &str,
+    op: Operation,
+    mode: BatchMode,
+    rows: &[Value],
+) -> BatchRecord {
+    let b = store
+        .create_batch(&new_batch(tenant, Some(op), mode))
+        .await
+        .unwrap();
+    store
+        .append_items(tenant, &b.id, &items(op, rows))
+        .await
+        .unwrap();
+    store.seal_batch(tenant, &b.id).await.unwrap()
+}
+
+fn reg(n: u32) -> Value {
+    json!({ "iccid": iccid(n) })
+}
+
+/// Execute claimed items as the engine does.
+fn run_items(claimed: &[ClaimedItem]) -> Vec<Completion> {
+    claimed
+        .iter()
+        .map(|item| {
+            let ctx = Context {
+                smdp_address: "smdp.example.com",
+                has_profile: item.has_profile,
+                template_exists: &|_| true,
+            };
+            let parsed = parse_item(item.operation, &item.fields, ValidationProfile::Standard)
+                .expect("claimed fields parse");
+            let result = execute(&parsed.order, item.sim.as_ref(), &ctx);
+            let sim_secrets = match &result {
+                Ok(o) if o.created => Some((
+                    parsed.order.args.ki.as_ref().map(|k| k.to_hex()),
+                    parsed.order.args.opc.as_ref().map(|k| k.to_hex()),
+                )),
+                _ => None,
+            };
+            Completion {
+                item: item.clone(),
+                result,
+                sim_secrets,
+            }
+        })
+        .collect()
+}
+
+/// One claim and its completion.
+async fn run_once(store: &Arc<dyn Store>, limit: usize) -> (Claim, CompleteSummary) {
+    let claim = store.claim(limit, Duration::from_secs(30)).await.unwrap();
+    let summary = store
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    (claim, summary)
+}
+
+/// Claim and complete until nothing is runnable; returns the items run.
+async fn run_all(store: &Arc<dyn Store>) -> usize {
+    let mut n = 0;
+    for _ in 0..100 {
+        let (claim, _) = run_once(store, 50).await;
+        if claim.items.is_empty() {
+            return n;
+        }
+        n += claim.items.len();
+    }
+    panic!("the queue never drained");
+}
+
+async fn all_items(store: &Arc<dyn Store>, tenant: &str, batch: &str) -> Vec<ItemRecord> {
+    store
+        .list_items(
+            tenant,
+            batch,
+            &ItemFilter {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn event_kinds(store: &Arc<dyn Store>, tenant: &str) -> Vec<String> {
+    store
+        .events_after(tenant, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn batch(store: &Arc<dyn Store>, tenant: &str, id: &str) -> BatchRecord {
+    store
+        .get_batch(tenant, id)
+        .await
+        .unwrap()
+        .expect("batch exists")
+}
+
+// ---------------------------------------------------------------- checks
+
+async fn keys(store: Arc<dyn Store>) {
+    let k = store.create_key("acme").await.unwrap();
+    assert_eq!(k.tenant, "acme");
+    assert!(
+        k.key_id.starts_with("sk_") && k.key_id.len() == 19,
+        "key id {}",
+        k.key_id
+    );
+    assert_eq!(k.secret.len(), 64);
+    assert_eq!(k.token, format!("{}.{}", k.key_id, k.secret));
+    let t = store
+        .authenticate(&k.key_id, &k.secret)
+        .await
+        .unwrap()
+        .expect("valid key authenticates");
+    assert_eq!(t.name, "acme");
+    assert_eq!(store.tenant_by_name("acme").await.unwrap(), Some(t.clone()));
+    assert!(
+        store
+            .authenticate(&k.key_id, &"0".repeat(64))
+            .await
+            .unwrap()
+            .is_none(),
+        "wrong secret"
+    );
+    assert!(
+        store
+            .authenticate("sk_unknown", &k.secret)
+            .await
+            .unwrap()
+            .is_none(),
+        "unknown key"
+    );
+
+    let k2 = store.create_key("acme").await.unwrap();
+    let t2 = store
+        .authenticate(&k2.key_id, &k2.secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t2.id, t.id, "a second key joins the same tenant");
+    let listed = store.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|i| i.tenant == "acme" && i.revoked_at.is_none()));
+    let json = serde_json::to_string(&listed).unwrap();
+    assert!(!json.contains(&k.secret), "listing never shows secrets");
+
+    assert!(store.revoke_key(&k.key_id).await.unwrap());
+    assert!(
+        store
+            .authenticate(&k.key_id, &k.secret)
+            .await
+            .unwrap()
+            .is_none(),
+        "revoked key"
+    );
+    assert!(
+        store
+            .authenticate(&k2.key_id, &k2.secret)
+            .await
+            .unwrap()
+            .is_some(),
+        "other key still works"
+    );
+    assert!(!store.revoke_key("sk_0000000000000000").await.unwrap());
+    let revoked = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.key_id == k.key_id)
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(
+        store.bootstrap_default_tenant().await.unwrap().is_none(),
+        "not on a non-empty database"
+    );
+}
+
+async fn bootstrap_only_once(store: Arc<dyn Store>) {
+    let (a, b) = tokio::join!(
+        store.bootstrap_default_tenant(),
+        store.bootstrap_default_tenant()
+    );
+    let made: Vec<NewKey> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(made.len(), 1, "exactly one bootstrap wins");
+    let k = &made[0];
+    assert_eq!(k.tenant, "default");
+    assert_eq!(
+        store
+            .authenticate(&k.key_id, &k.secret)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "default"
+    );
+    assert!(store.bootstrap_default_tenant().await.unwrap().is_none());
+    assert_eq!(store.list_keys().await.unwrap().len(), 1);
+}
+
+async fn templates(store: Arc<dyn Store>) {
+    let info = store.add_template("tpl-a", b"hello").await.unwrap();
+    assert_eq!(info.size, 5);
+    assert_eq!(
+        info.sha256,
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert!(matches!(
+        store.add_template("tpl-a", b"other").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.add_template("tpl-b", b"").await.unwrap();
+    let names: Vec<String> = store
+        .list_templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(store.template_names().await.unwrap().contains("tpl-b"));
+    assert_eq!(
+        store.template_content("tpl-a").await.unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert!(store.template_content("nope").await.unwrap().is_none());
+}
+
+async fn batch_create_append_seal(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let mut nb = new_batch(&t, Some(Operation::RegisterSim), BatchMode::Parallel);
+    nb.external_ref = Some("job-1".into());
+    let b = store.create_batch(&nb).await.unwrap();
+    assert_eq!(b.status, BatchStatus::Initialising);
+    assert_eq!(b.counts, Default::default());
+    assert!(
+        matches!(store.create_batch(&nb).await, Err(StoreError::Conflict(_))),
+        "duplicate external_ref"
+    );
+    assert_eq!(
+        store
+            .batch_by_ref(&t, "native", "job-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        b.id
+    );
+
+    let rows = [
+        reg(1),
+        json!({ "iccid": "12" }),
+        json!({ "iccid": iccid(3), "imsi": "001010000000003" }),
+    ];
+    let its = items(Operation::RegisterSim, &rows);
+    store.append_items(&t, &b.id, &its[..2]).await.unwrap();
+    store.append_items(&t, &b.id, &its[2..]).await.unwrap();
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(got.status, BatchStatus::Initialising);
+    assert_eq!(
+        (got.counts.total, got.counts.approved, got.counts.rejected),
+        (3, 2, 1)
+    );
+
+    let listed = all_items(&store, &t, &b.id).await;
+    assert_eq!(listed.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(listed[0].status, ItemStatus::Approved);
+    assert_eq!(listed[1].status, ItemStatus::Rejected);
+    assert_eq!(listed[1].error_field.as_deref(), Some("iccid"));
+    assert!(listed[1].error_code.is_some() && listed[1].error_reason.is_some());
+    assert_eq!(
+        listed[2].params.get("imsi"),
+        Some(&json!("001010000000003"))
+    );
+
+    let sealed = store.seal_batch(&t, &b.id).await.unwrap();
+    assert_eq!(sealed.status, BatchStatus::Processing);
+    assert!(sealed.completed_at.is_none());
+    assert_eq!(
+        store.seal_batch(&t, &b.id).await.unwrap().status,
+        BatchStatus::Processing,
+        "seal is idempotent"
+    );
+    assert!(
+        matches!(
+            store.append_items(&t, &b.id, &its[..1]).await,
+            Err(StoreError::State(_))
+        ),
+        "sealed"
+    );
+    let other = tenant(&store, "other").await;
+    let more = items(Operation::RegisterSim, &[reg(9)]);
+    let b2 = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.append_items(&other, &b2.id, &more).await,
+            Err(StoreError::State(_))
+        ),
+        "not yours"
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    assert!(
+        event_kinds(&store, &t).await.is_empty(),
+        "sealing into PROCESSING emits nothing"
+    );
+}
+
+async fn all_rejected_batch_is_terminal(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[json!({ "iccid": "x" })],
+    )
+    .await;
+    assert_eq!(b.status, BatchStatus::PartiallyCompleted);
+    assert!(b.completed_at.is_some());
+    assert_eq!((b.counts.total, b.counts.rejected), (1, 1));
+    let events = store.events_after(&t, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "batch.partially_completed");
+    assert_eq!(events[0].data["batch_id"], json!(b.id));
+    assert_eq!(events[0].data["status"], json!("PARTIALLY_COMPLETED"));
+    assert_eq!(events[0].data["counts"]["rejected"], json!(1));
+    // An empty batch completes.
+    let e = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.seal_batch(&t, &e.id).await.unwrap().status,
+        BatchStatus::Completed
+    );
+    assert!(store
+        .claim(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn claim_orders_items_of_one_sim(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    let mut its = items(Operation::RegisterSim, &[reg(1)]);
+    let mut act = items(Operation::Activate, &[reg(1), reg(2)]);
+    act[0].seq = 1;
+    act[1].seq = 2;
+    its.extend(act);
+    store.append_items(&t, &b.id, &its).await.unwrap();
+    store.seal_batch(&t, &b.id).await.unwrap();
+
+    let c1 = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    let seqs: Vec<i64> = c1.items.iter().map(|i| i.seq).collect();
+    assert_eq!(
+        seqs,
+        [0, 2],
+        "the second item for ICCID 1 waits for the first"
+    );
+    assert_eq!(c1.items[0].operation, Operation::RegisterSim);
+    assert_eq!(c1.items[0].mode, BatchMode::Parallel);
+    assert!(c1.items[0].sim.is_none());
+    assert_eq!(c1.items[0].tenant_id, t);
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!((got.counts.approved, got.counts.processing), (1, 2));
+    assert!(
+        store
+            .claim(10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing else runnable"
+    );
+
+    store
+        .complete(&c1.token, run_items(&c1.items))
+        .await
+        .unwrap();
+    let c2 = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(c2.items.len(), 1);
+    assert_eq!(c2.items[0].seq, 1);
+    assert_eq!(
+        c2.items[0].sim.as_ref().map(|s| s.status),
+        Some(SimStatus::Inventory),
+        "current SIM loaded"
+    );
+    assert_ne!(c1.token, c2.token);
+    store
+        .complete(&c2.token, run_items(&c2.items))
+        .await
+        .unwrap();
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (got.counts.completed, got.counts.failed),
+        (2, 1),
+        "activate of an unknown SIM fails"
+    );
+    assert_eq!(got.status, BatchStatus::PartiallyCompleted);
+}
+
+async fn claim_orders_across_batches(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let a = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    let c1 = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(c1.items.len(), 1);
+    assert_eq!(c1.items[0].batch_id, a.id);
+    assert!(store
+        .claim(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    store
+        .complete(&c1.token, run_items(&c1.items))
+        .await
+        .unwrap();
+    let c2 = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(c2.items.len(), 1);
+    assert_eq!(c2.items[0].batch_id, b.id);
+    store
+        .complete(&c2.token, run_items(&c2.items))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_sim(&t, &iccid(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .sim
+            .status,
+        SimStatus::Activated
+    );
+    assert_eq!(
+        batch(&store, &t, &b.id).await.status,
+        BatchStatus::Completed
+    );
+}
+
+async fn lease_expiry_and_fencing(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    let stale = store.claim(10, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(stale.items.len(), 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let fresh = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(fresh.items.len(), 1, "an expired lease is taken over");
+    assert_eq!(fresh.items[0].id, stale.items[0].id);
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (got.counts.approved, got.counts.processing),
+        (0, 1),
+        "takeover does not move counters"
+    );
+
+    let s = store
+        .complete(&stale.token, run_items(&stale.items))
+        .await
+        .unwrap();
+    assert_eq!((s.applied, s.fenced_out), (0, 1));
+    assert!(
+        store.get_sim(&t, &iccid(1)).await.unwrap().is_none(),
+        "fenced completion changes nothing"
+    );
+    assert_eq!(
+        all_items(&store, &t, &b.id).await[0].status,
+        ItemStatus::Processing
+    );
+    assert!(event_kinds(&store, &t).await.is_empty());
+
+    let s = store
+        .complete(&fresh.token, run_items(&fresh.items))
+        .await
+        .unwrap();
+    assert_eq!((s.applied, s.fenced_out, s.completed), (1, 0, 1));
+    assert_eq!(s.finished, vec![(b.id.clone(), BatchStatus::Completed)]);
+    let again = store
+        .complete(&fresh.token, run_items(&fresh.items))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.applied, again.fenced_out),
+        (0, 1),
+        "a completed item cannot complete twice"
+    );
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!((got.counts.processing, got.counts.completed), (0, 1));
+}
+
+async fn complete_effects(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let reg_b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[
+            json!({ "iccid": iccid(1), "imsi": "001010000000001", "rate_plan": "basic" }),
+            reg(2),
+        ],
+    )
+    .await;
+    let act_b = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    assert_eq!(store.queue_depth().await.unwrap(), 3);
+    assert_eq!(run_all(&store).await, 3);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+
+    let sim = store.get_sim(&t, &iccid(1)).await.unwrap().unwrap();
+    assert_eq!(sim.sim.status, SimStatus::Activated);
+    assert_eq!(sim.sim.imsi.as_deref(), Some("001010000000001"));
+    assert_eq!(sim.sim.rate_plan.as_deref(), Some("basic"));
+    assert!(!sim.has_ki);
+    assert!(sim.updated_at >= sim.created_at);
+    let hist = store.sim_history(&t, &iccid(1), 0, 100).await.unwrap();
+    assert_eq!(hist.len(), 2, "one history row per completed item");
+    assert_eq!(
+        (hist[0].from_status.as_deref(), hist[0].to_status.as_str()),
+        (None, "INVENTORY")
+    );
+    assert_eq!(hist[0].operation, "register_sim");
+    assert_eq!(hist[0].batch_id.as_deref(), Some(reg_b.id.as_str()));
+    assert_eq!(
+        (hist[1].from_status.as_deref(), hist[1].to_status.as_str()),
+        (Some("INVENTORY"), "ACTIVATED")
+    );
+    assert_eq!(hist[1].batch_id.as_deref(), Some(act_b.id.as_str()));
+    assert!(hist[1].order_id.is_some());
+    assert_eq!(
+        store
+            .sim_history(&t, &iccid(1), hist[0].id, 100)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "cursor"
+    );
+
+    for id in [&reg_b.id, &act_b.id] {
+        let b = batch(&store, &t, id).await;
+        assert_eq!(b.status, BatchStatus::Completed);
+        assert!(b.completed_at.is_some());
+        assert_eq!(b.counts.approved + b.counts.processing, 0);
+        assert_eq!(b.counts.completed, b.counts.total);
+    }
+    let items = all_items(&store, &t, &act_b.id).await;
+    assert_eq!(items[0].status, ItemStatus::Completed);
+    assert!(items[0].result.is_some());
+
+    let events = store.events_after(&t, 0, 100).await.unwrap();
+    let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(count("order.completed"), 3);
+    assert_eq!(
+        count("sim.status_changed"),
+        3,
+        "two registrations and one activation"
+    );
+    assert_eq!(count("batch.completed"), 2);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "ascending");
+    let act = events
+        .iter()
+        .find(|e| e.kind == "sim.status_changed" && e.data["to"] == json!("ACTIVATED"))
+        .unwrap();
+    assert_eq!(act.data["from"], json!("INVENTORY"));
+    assert_eq!(act.data["iccid"], json!(iccid(1)));
+    assert_eq!(act.data["operation"], json!("activate"));
+    assert_eq!(act.data["batch_id"], json!(act_b.id));
+    let done = events
+        .iter()
+        .find(|e| e.kind == "order.completed" && e.data["batch_id"] == json!(act_b.id))
+        .unwrap();
+    assert_eq!(done.data["status"], json!("COMPLETED"));
+    assert_eq!(done.data["seq"], json!(0));
+    assert_eq!(done.data["order_id"], act.data["order_id"]);
+    let fin = events
+        .iter()
+        .find(|e| e.kind == "batch.completed" && e.data["batch_id"] == json!(act_b.id))
+        .unwrap();
+    assert_eq!(fin.data["counts"]["completed"], json!(1));
+    assert_eq!(fin.data["source"], json!("native"));
+    let tail = store.events_after(&t, events[2].seq, 100).await.unwrap();
+    assert_eq!(tail.len(), events.len() - 3);
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len());
+
+    let sims = store
+        .list_sims(
+            &t,
+            &SimFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sims.len(), 2);
+    let activated = SimFilter {
+        status: Some(SimStatus::Activated),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_sims(&t, &activated).await.unwrap().len(), 1);
+    let by_imsi = SimFilter {
+        imsi: Some("001010000000001".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_sims(&t, &by_imsi).await.unwrap()[0].sim.iccid,
+        iccid(1)
+    );
+    let after = SimFilter {
+        after_iccid: Some(iccid(1)),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_sims(&t, &after).await.unwrap()[0].sim.iccid,
+        iccid(2)
+    );
+    let counts = store.batch_status_counts().await.unwrap();
+    assert_eq!(counts, vec![("COMPLETED".to_owned(), 2)]);
+}
+
+async fn sequential_failure_cancels_followers(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let reg_b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    run_all(&store).await;
+    assert_eq!(
+        batch(&store, &t, &reg_b.id).await.status,
+        BatchStatus::Completed
+    );
+    // resume needs SUSPENDED: item 0 fails; item 1 and 2 (same ICCID) are canceled; ICCID 2 runs.
+    let b = store
+        .create_batch(&new_batch(&t, None, BatchMode::SequentialPerIccid))
+        .await
+        .unwrap();
+    let mut its = items(Operation::Resume, &[reg(1)]);
+    for (seq, (op, n)) in [
+        (Operation::Activate, 1),
+        (Operation::Suspend, 1),
+        (Operation::Activate, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut more = items(op, &[reg(n)]);
+        more[0].seq = seq as i64 + 1;
+        its.extend(more);
+    }
+    store.append_items(&t, &b.id, &its).await.unwrap();
+    store.seal_batch(&t, &b.id).await.unwrap();
+    run_all(&store).await;
+
+    let got = all_items(&store, &t, &b.id).await;
+    let st: Vec<ItemStatus> = got.iter().map(|i| i.status).collect();
+    assert_eq!(
+        st,
+        [
+            ItemStatus::Failed,
+            ItemStatus::Canceled,
+            ItemStatus::Canceled,
+            ItemStatus::Completed
+        ]
+    );
+    assert_eq!(got[0].error_code.as_deref(), Some("illegal_status"));
+    for f in &got[1..3] {
+        assert_eq!(f.error_code.as_deref(), Some("preceding_item_failed"));
+        assert_eq!(
+            f.error_reason.as_deref(),
+            Some("not run: item 0 for this ICCID failed")
+        );
+    }
+    let bb = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (
+            bb.counts.completed,
+            bb.counts.failed,
+            bb.counts.canceled,
+            bb.counts.approved,
+            bb.counts.processing
+        ),
+        (1, 1, 2, 0, 0)
+    );
+    assert_eq!(bb.status, BatchStatus::PartiallyCompleted);
+    assert_eq!(
+        store
+            .get_sim(&t, &iccid(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .sim
+            .status,
+        SimStatus::Inventory
+    );
+    let kinds = event_kinds(&store, &t).await;
+    assert!(kinds.contains(&"order.failed".to_owned()));
+    assert!(kinds.contains(&"batch.partially_completed".to_owned()));
+    let failed = store
+        .events_after(&t, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "order.failed")
+        .unwrap();
+    assert_eq!(failed.data["error_code"], json!("illegal_status"));
+    assert_eq!(failed.data["status"], json!("FAILED"));
+}
+
+async fn parallel_failure_keeps_followers(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    run_all(&store).await;
+    let b = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    let mut its = items(Operation::Resume, &[reg(1)]);
+    let mut act = items(Operation::Activate, &[reg(1)]);
+    act[0].seq = 1;
+    its.extend(act);
+    store.append_items(&t, &b.id, &its).await.unwrap();
+    store.seal_batch(&t, &b.id).await.unwrap();
+    run_all(&store).await;
+    let st: Vec<ItemStatus> = all_items(&store, &t, &b.id)
+        .await
+        .iter()
+        .map(|i| i.status)
+        .collect();
+    assert_eq!(
+        st,
+        [ItemStatus::Failed, ItemStatus::Completed],
+        "parallel mode runs the rest in order"
+    );
+}
+
+async fn cancel(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let c = store
+        .cancel_batch(&t, &b.id)
+        .await
+        .unwrap()
+        .expect("known batch");
+    assert_eq!(c.status, BatchStatus::Cancelled);
+    assert!(c.completed_at.is_some());
+    assert_eq!((c.counts.approved, c.counts.canceled), (0, 2));
+    for i in all_items(&store, &t, &b.id).await {
+        assert_eq!(i.status, ItemStatus::Canceled);
+        assert_eq!(i.error_code.as_deref(), Some("batch_cancelled"));
+        assert_eq!(
+            i.error_reason.as_deref(),
+            Some("batch was cancelled before this item ran")
+        );
+    }
+    assert_eq!(event_kinds(&store, &t).await, ["batch.cancelled"]);
+    match store.cancel_batch(&t, &b.id).await {
+        Err(StoreError::State(m)) => assert_eq!(m, "batch is already CANCELLED"),
+        other => panic!("expected State, got {other:?}"),
+    }
+    assert!(store
+        .cancel_batch(&t, "00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .claim(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let done = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(3)],
+    )
+    .await;
+    run_all(&store).await;
+    match store.cancel_batch(&t, &done.id).await {
+        Err(StoreError::State(m)) => assert_eq!(m, "batch is already COMPLETED"),
+        other => panic!("expected State, got {other:?}"),
+    }
+}
+
+async fn cancel_while_running(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let claim = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claim.items.len(), 1);
+    let c = store.cancel_batch(&t, &b.id).await.unwrap().unwrap();
+    assert_eq!(c.status, BatchStatus::Cancelled);
+    assert_eq!(
+        (c.counts.approved, c.counts.processing, c.counts.canceled),
+        (0, 1, 1)
+    );
+    let s = store
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    assert_eq!(s.applied, 1);
+    assert!(s.finished.is_empty(), "already terminal");
+    let after = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        after.status,
+        BatchStatus::Cancelled,
+        "status stays CANCELLED"
+    );
+    assert_eq!(
+        (
+            after.counts.processing,
+            after.counts.completed,
+            after.counts.canceled
+        ),
+        (0, 1, 1)
+    );
+    assert!(
+        store.get_sim(&t, &iccid(1)).await.unwrap().is_some(),
+        "the running item was applied"
+    );
+    assert_eq!(
+        event_kinds(&store, &t)
+            .await
+            .iter()
+            .filter(|k| k.starts_with("batch."))
+            .count(),
+        1
+    );
+}
+
+async fn retry(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    run_all(&store).await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::SequentialPerIccid,
+        &[reg(5), reg(1), reg(6)],
+    )
+    .await;
+    run_all(&store).await;
+    let old = batch(&store, &t, &b.id).await;
+    assert_eq!((old.counts.completed, old.counts.failed), (1, 2));
+    // Register the missing SIMs first: retried items run in submission order.
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(5), reg(6)],
+    )
+    .await;
+    run_all(&store).await;
+
+    let r = store
+        .retry_batch(&t, &b.id)
+        .await
+        .unwrap()
+        .expect("known batch");
+    assert_ne!(r.id, b.id);
+    assert_eq!(r.parent_id.as_deref(), Some(b.id.as_str()));
+    assert_eq!(r.status, BatchStatus::Processing);
+    assert_eq!((r.counts.total, r.counts.approved), (2, 2));
+    assert_eq!(r.operation, Some(Operation::Activate));
+    assert_eq!(r.mode, BatchMode::SequentialPerIccid);
+    assert_eq!(r.source, "native");
+    assert!(r.external_ref.is_none());
+    let its = all_items(&store, &t, &r.id).await;
+    assert_eq!(
+        its.iter()
+            .map(|i| (i.seq, i.iccid.clone()))
+            .collect::<Vec<_>>(),
+        [(0, iccid(5)), (1, iccid(6))]
+    );
+    assert!(its
+        .iter()
+        .all(|i| i.status == ItemStatus::Approved && i.params.get("iccid").is_some()));
+
+    assert_eq!(run_all(&store).await, 2);
+    assert_eq!(
+        batch(&store, &t, &r.id).await.status,
+        BatchStatus::Completed,
+        "retried items ran"
+    );
+    assert!(
+        matches!(store.retry_batch(&t, &r.id).await, Err(StoreError::State(m)) if m == "batch has no failed items to retry")
+    );
+    assert!(store
+        .retry_batch(&t, "00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn tenant_isolation(store: Arc<dyn Store>) {
+    let a = tenant(&store, "alpha").await;
+    let b = tenant(&store, "beta").await;
+    let mut nb = new_batch(&a, Some(Operation::RegisterSim), BatchMode::Parallel);
+    nb.external_ref = Some("r1".into());
+    let batch_a = store.create_batch(&nb).await.unwrap();
+    store
+        .append_items(&a, &batch_a.id, &items(Operation::RegisterSim, &[reg(1)]))
+        .await
+        .unwrap();
+    store.seal_batch(&a, &batch_a.id).await.unwrap();
+    run_all(&store).await;
+    let hook = store
+        .create_webhook(&a, "https://a.example/hook")
+        .await
+        .unwrap();
+
+    assert!(store.get_batch(&b, &batch_a.id).await.unwrap().is_none());
+    assert!(store
+        .batch_by_ref(&b, "native", "r1")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .list_batches(
+            &b,
+            &BatchFilter {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(all_items(&store, &b, &batch_a.id).await.is_empty());
+    assert!(store.get_sim(&b, &iccid(1)).await.unwrap().is_none());
+    assert!(store
+        .list_sims(
+            &b,
+            &SimFilter {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .sim_history(&b, &iccid(1), 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.events_after(&b, 0, 10).await.unwrap().is_empty());
+    assert!(store.get_webhook(&b, &hook.id).await.unwrap().is_none());
+    assert!(store.list_webhooks(&b).await.unwrap().is_empty());
+    assert!(!store.delete_webhook(&b, &hook.id).await.unwrap());
+    assert!(store
+        .delivery_log(&b, &hook.id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.cancel_batch(&b, &batch_a.id).await.unwrap().is_none());
+    assert!(store.retry_batch(&b, &batch_a.id).await.unwrap().is_none());
+    assert!(store.seal_batch(&b, &batch_a.id).await.is_err());
+    // The same ICCID is a different SIM in another tenant.
+    submit(
+        &store,
+        &b,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    run_all(&store).await;
+    assert!(store.get_sim(&b, &iccid(1)).await.unwrap().is_some());
+    assert_eq!(
+        store.sim_history(&a, &iccid(1), 0, 10).await.unwrap().len(),
+        1
+    );
+    // Idempotency keys are per tenant.
+    assert_eq!(
+        store.idempotency_begin(&a, "k", "h1").await.unwrap(),
+        Idempotency::New
+    );
+    assert_eq!(
+        store.idempotency_begin(&b, "k", "h2").await.unwrap(),
+        Idempotency::New
+    );
+}
+
+/// Every stored byte (SQLite) or every row as text (PostgreSQL), upper-cased.
+async fn raw_dump() -> String {
+    match RAW.with(|r| r.clone()) {
+        Raw::Sqlite(file) => {
+            use sqlx::{Connection, Executor};
+            let url = format!("sqlite://{}", file.display());
+            let mut conn = sqlx::SqliteConnection::connect(&url)
+                .await
+                .expect("open SQLite file");
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await
+                .expect("checkpoint");
+            conn.close().await.unwrap();
+            let mut bytes = std::fs::read(&file).expect("read database file");
+            for ext in ["-wal", "-journal"] {
+                let mut side = file.clone().into_os_string();
+                side.push(ext);
+                bytes.extend(std::fs::read(side).unwrap_or_default());
+            }
+            String::from_utf8_lossy(&bytes).to_uppercase()
+        }
+        Raw::Postgres(url) => {
+            use sqlx::{Connection, Row};
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            assert!(tables.len() >= 10, "tables: {tables:?}");
+            let mut out = String::new();
+            for t in tables {
+                let rows = sqlx::query(&format!("SELECT t::text FROM \"{t}\" t"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                for r in rows {
+                    out.push_str(&r.get::<String, _>(0));
+                    out.push('\n');
+                }
+            }
+            out.to_uppercase()
+        }
+    }
+}
+
+async fn secrets_never_in_plaintext(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    const KI2: &str = "00112233445566778899AABBCCDDEEFF";
+    let rows = [
+        json!({ "iccid": iccid(1), "ki": KI, "opc": OPC.to_lowercase() }),
+        json!({ "iccid": iccid(2), "ki": KI2.to_lowercase() }),
+    ];
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let claim = store.claim(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        claim.items[0]
+            .fields
+            .get("ki")
+            .and_then(Value::as_str)
+            .map(str::to_uppercase)
+            .as_deref(),
+        Some(KI)
+    );
+    store
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    let sim = store.get_sim(&t, &iccid(1)).await.unwrap().unwrap();
+    assert!(sim.has_ki);
+    assert!(!serde_json::to_string(&sim)
+        .unwrap()
+        .to_uppercase()
+        .contains(KI));
+    for i in all_items(&store, &t, &b.id).await {
+        assert!(
+            i.params.get("ki").is_none() && i.params.get("opc").is_none(),
+            "items never show secrets"
+        );
+    }
+    // Item 2 is still waiting: its secret lives encrypted in the item row.
+    let dump = raw_dump().await;
+    assert!(dump.contains(&iccid(1)), "the dump sees the data");
+    for secret in [KI, OPC, KI2] {
+        assert!(!dump.contains(secret), "{secret} is stored in plaintext");
+    }
+    let events = serde_json::to_string(&store.events_after(&t, 0, 100).await.unwrap())
+        .unwrap()
+        .to_uppercase();
+    assert!(!events.contains(KI));
+}
+
+async fn webhooks(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let reject = [json!({ "iccid": "bad" })];
+    submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &reject,
+    )
+    .await;
+    let hook = store
+        .create_webhook(&t, "https://example.com/hook")
+        .await
+        .unwrap();
+    let secret = hook.secret.clone().expect("secret shown once");
+    assert!(secret.starts_with("whsec_"));
+    assert!(hook.enabled);
+    let listed = store.list_webhooks(&t).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].secret.is_none());
+    assert!(store
+        .get_webhook(&t, &hook.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .secret
+        .is_none());
+    let now = now_ms();
+    assert!(
+        store.due_deliveries(now, 10).await.unwrap().is_empty(),
+        "older events are not delivered"
+    );
+
+    submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &reject,
+    )
+    .await;
+    submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &reject,
+    )
+    .await;
+    let now = now_ms();
+    let due = store.due_deliveries(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let (w, e1) = &due[0];
+    assert_eq!(w.id, hook.id);
+    assert_eq!(w.secret.as_deref(), Some(secret.as_str()));
+    assert_eq!(e1.kind, "batch.partially_completed");
+    let attempt = |event: &Event, next: DeliveryNext, code: Option<i64>| DeliveryAttempt {
+        webhook_id: hook.id.clone(),
+        event: event.clone(),
+        status_code: code,
+        error: code.is_none().then(|| "connection refused".to_owned()),
+        duration_ms: 12,
+        next,
+    };
+    store
+        .record_delivery(&attempt(e1, DeliveryNext::RetryAt(now + 60_000), None))
+        .await
+        .unwrap();
+    assert!(
+        store.due_deliveries(now, 10).await.unwrap().is_empty(),
+        "not before its retry time"
+    );
+    let due = store.due_deliveries(now + 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].1.id, e1.id, "the same event again");
+    assert_eq!(due[0].0.attempts, 1);
+    store
+        .record_delivery(&attempt(e1, DeliveryNext::Advance, Some(200)))
+        .await
+        .unwrap();
+    let due = store.due_deliveries(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "next attempt is immediate after success");
+    let e2 = due[0].1.clone();
+    assert!(e2.seq > e1.seq);
+    assert_eq!(due[0].0.attempts, 0);
+    store
+        .record_delivery(&attempt(
+            &e2,
+            DeliveryNext::Disable("endpoint answered 410".into()),
+            Some(410),
+        ))
+        .await
+        .unwrap();
+    let got = store.get_webhook(&t, &hook.id).await.unwrap().unwrap();
+    assert!(!got.enabled);
+    assert_eq!(
+        got.disabled_reason.as_deref(),
+        Some("endpoint answered 410")
+    );
+    assert!(store
+        .due_deliveries(now + 10_000_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let log = store.delivery_log(&t, &hook.id, 10).await.unwrap();
+    let summary: Vec<(String, i64, Option<i64>)> = log
+        .iter()
+        .map(|l| (l.event_id.clone(), l.attempt, l.status_code))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (e2.id.clone(), 1, Some(410)),
+            (e1.id.clone(), 2, Some(200)),
+            (e1.id.clone(), 1, None)
+        ],
+        "newest first, attempts counted per event"
+    );
+    assert_eq!(log[2].error.as_deref(), Some("connection refused"));
+    assert_eq!(log[0].event_type, "batch.partially_completed");
+    assert_eq!(store.delivery_log(&t, &hook.id, 1).await.unwrap().len(), 1);
+    assert!(store.delete_webhook(&t, &hook.id).await.unwrap());
+    assert!(!store.delete_webhook(&t, &hook.id).await.unwrap());
+    assert!(store.get_webhook(&t, &hook.id).await.unwrap().is_none());
+}
+
+async fn idempotency(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h1").await.unwrap(),
+        Idempotency::New
+    );
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h1").await.unwrap(),
+        Idempotency::InProgress
+    );
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h2").await.unwrap(),
+        Idempotency::Mismatch
+    );
+    store
+        .idempotency_finish(&t, "k1", 202, "{\"id\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h1").await.unwrap(),
+        Idempotency::Replay {
+            status: 202,
+            body: "{\"id\":1}".into()
+        }
+    );
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h2").await.unwrap(),
+        Idempotency::Mismatch
+    );
+    store.idempotency_abort(&t, "k1").await.unwrap();
+    assert!(
+        matches!(
+            store.idempotency_begin(&t, "k1", "h1").await.unwrap(),
+            Idempotency::Replay { .. }
+        ),
+        "finished keys are kept"
+    );
+
+    assert_eq!(
+        store.idempotency_begin(&t, "k2", "h").await.unwrap(),
+        Idempotency::New
+    );
+    store.idempotency_abort(&t, "k2").await.unwrap();
+    assert_eq!(
+        store.idempotency_begin(&t, "k2", "h").await.unwrap(),
+        Idempotency::New,
+        "aborted key is free"
+    );
+
+    assert_eq!(store.idempotency_sweep(now_ms() - 60_000).await.unwrap(), 0);
+    assert_eq!(store.idempotency_sweep(now_ms() + 1).await.unwrap(), 2);
+    assert_eq!(
+        store.idempotency_begin(&t, "k1", "h2").await.unwrap(),
+        Idempotency::New
+    );
+}
+
+async fn retention_sweep(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let old = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    run_all(&store).await;
+    let running = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[reg(3)],
+    )
+    .await; // never run
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let recent = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[json!({ "iccid": "bad" })],
+    )
+    .await;
+    assert!(recent.status.is_terminal());
+
+    let mut deleted = 0;
+    for _ in 0..10 {
+        let n = store.sweep_retention(cutoff, 1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        deleted += n;
+    }
+    assert!(
+        deleted >= 3,
+        "two items and one batch at least, got {deleted}"
+    );
+    assert!(
+        store.get_batch(&t, &old.id).await.unwrap().is_none(),
+        "old terminal batch removed"
+    );
+    assert!(all_items(&store, &t, &old.id).await.is_empty());
+    assert!(
+        store.get_batch(&t, &running.id).await.unwrap().is_some(),
+        "unfinished batch kept"
+    );
+    assert_eq!(all_items(&store, &t, &running.id).await.len(), 1);
+    assert!(
+        store.get_batch(&t, &recent.id).await.unwrap().is_some(),
+        "recent batch kept"
+    );
+    assert_eq!(all_items(&store, &t, &recent.id).await.len(), 1);
+    assert!(
+        store.get_sim(&t, &iccid(1)).await.unwrap().is_some(),
+        "SIMs are not swept"
+    );
+    let events = store.events_after(&t, 0, 100).await.unwrap();
+    assert!(
+        events.iter().all(|e| e.created_at >= cutoff),
+        "old outbox rows removed"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.data["batch_id"] == json!(recent.id)),
+        "recent events kept"
+    );
+}
+
+async fn paging_and_filters(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let mut ids = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..5u32 {
+        let op = if i % 2 == 0 {
+            Operation::RegisterSim
+        } else {
+            Operation::Activate
+        };
+        let rows: Vec<Value> = (0..3).map(|k| reg(i * 10 + k)).collect();
+        let b = submit(&store, &t, op, BatchMode::Parallel, &rows).await;
+        ids.push(b.id);
+        times.push(b.created_at);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_batches(
+                &t,
+                &BatchFilter {
+                    before_id: cursor.clone(),
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        cursor = page.last().map(|b| b.id.clone());
+        seen.extend(page.into_iter().map(|b| b.id));
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first, "newest first, keyset paging");
+
+    let by_op = BatchFilter {
+        operation: Some(Operation::Activate),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_batches(&t, &by_op).await.unwrap().len(), 2);
+    let by_status = BatchFilter {
+        status: Some(BatchStatus::Processing),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_batches(&t, &by_status).await.unwrap().len(), 5);
+    let done = BatchFilter {
+        status: Some(BatchStatus::Completed),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.list_batches(&t, &done).await.unwrap().is_empty());
+    let window = BatchFilter {
+        created_after: Some(times[1]),
+        created_before: Some(times[3]),
+        limit: 10,
+        ..Default::default()
+    };
+    let got: Vec<String> = store
+        .list_batches(&t, &window)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(
+        got,
+        [ids[2].clone(), ids[1].clone()],
+        "created_after inclusive, created_before exclusive"
+    );
+
+    // Items: a batch with a rejected item in the middle.
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(100), json!({ "iccid": "bad" }), reg(101), reg(102)],
+    )
+    .await;
+    let p1 = store
+        .list_items(
+            &t,
+            &b.id,
+            &ItemFilter {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p1.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1]);
+    let p2 = store
+        .list_items(
+            &t,
+            &b.id,
+            &ItemFilter {
+                after_seq: Some(1),
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p2.iter().map(|i| i.seq).collect::<Vec<_>>(), [2, 3]);
+    let rejected = ItemFilter {
+        status: Some(ItemStatus::Rejected),
+        limit: 10,
+        ..Default::default()
+    };
+    let r = store.list_items(&t, &b.id, &rejected).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].seq, 1);
+    assert_eq!(r[0].iccid, "bad");
+}
+
+async fn bench_floor_activate(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await;
+    run_all(&store).await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await;
+    assert_eq!(store.bench_floor_activate(&b.id).await.unwrap(), 3);
+    for n in 1..=3 {
+        assert_eq!(
+            store
+                .get_sim(&t, &iccid(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .sim
+                .status,
+            SimStatus::Activated
+        );
+        let h = store.sim_history(&t, &iccid(n), 0, 10).await.unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(
+            (
+                h[1].operation.as_str(),
+                h[1].from_status.as_deref(),
+                h[1].to_status.as_str()
+            ),
+            ("activate", Some("INVENTORY"), "ACTIVATED")
+        );
+        assert_eq!(h[1].batch_id.as_deref(), Some(b.id.as_str()));
+    }
+    assert!(all_items(&store, &t, &b.id)
+        .await
+        .iter()
+        .all(|i| i.status == ItemStatus::Completed));
+    assert_eq!(
+        store.bench_floor_activate(&b.id).await.unwrap(),
+        0,
+        "nothing left to apply"
+    );
+}
+
+async fn profiles_and_confirmation_codes(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    const CC: &str = "CONFIRM-7731";
+    let rows = [
+        json!({ "iccid": iccid(1), "template": "tpl", "cc": CC, "expire_time": "2030-01-02 03:04:05" }),
+        json!({ "iccid": iccid(2), "template": "tpl" }),
+    ];
+    let b = submit(
+        &store,
+        &t,
+        Operation::GenerateActivationCode,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    assert_eq!(run_all(&store).await, 2);
+    let done = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (done.status, done.counts.completed),
+        (BatchStatus::Completed, 2)
+    );
+    let its = all_items(&store, &t, &b.id).await;
+    let ac = its[0]
+        .result
+        .as_ref()
+        .and_then(|r| r["activation_code"].as_str())
+        .expect("activation code");
+    assert!(
+        ac.starts_with("1$smdp.example.com$") && ac.ends_with("$$1"),
+        "{ac}"
+    );
+    assert!(its[0].params.get("cc").is_none());
+    assert!(
+        store.get_sim(&t, &iccid(1)).await.unwrap().is_some(),
+        "the SIM is created with its profile"
+    );
+
+    // A second code for the same ICCID: the claim reports the existing profile.
+    let again = submit(
+        &store,
+        &t,
+        Operation::GenerateActivationCode,
+        BatchMode::Parallel,
+        &rows[1..],
+    )
+    .await;
+    let claim = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claim.items.len(), 1);
+    assert!(claim.items[0].has_profile);
+    assert!(claim.items[0].sim.is_some());
+    store
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    let item = &all_items(&store, &t, &again.id).await[0];
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.error_code.as_deref(), Some("iccid_exists"));
+    assert!(
+        !raw_dump().await.contains(CC),
+        "confirmation code stored in plaintext"
+    );
+}
+
+async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (0..60).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claim = store.claim(7, Duration::from_secs(30)).await.unwrap();
+                if claim.items.is_empty() {
+                    return mine;
+                }
+                mine.extend(claim.items.iter().map(|i| i.id));
+                let s = store
+                    .complete(&claim.token, run_items(&claim.items))
+                    .await
+                    .unwrap();
+                assert_eq!(s.fenced_out, 0);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((n, all.len()), (60, 60), "every item claimed exactly once");
+    let done = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (done.status, done.counts.completed, done.counts.processing),
+        (BatchStatus::Completed, 60, 0)
+    );
+    assert_eq!(
+        event_kinds(&store, &t)
+            .await
+            .iter()
+            .filter(|k| *k == "batch.completed")
+            .count(),
+        1
+    );
+}
