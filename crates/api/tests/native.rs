@@ -23,7 +23,6 @@ macro_rules! both_backends {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs the PostgreSQL store from branch pg: run with --ignored once merged"]
                 async fn $name() {
                     super::$name(Backend::Postgres).await
                 }

@@ -24,24 +24,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// A fresh PostgreSQL database `simbatch_t_<uuid>`; panics if PostgreSQL
-/// is unreachable. (Replace with `simbatch_store::testing::fresh_postgres_url`
-/// once the `pg` branch is merged.)
-pub async fn fresh_postgres_url() -> String {
-    use sqlx::Connection;
-    let admin = std::env::var("SIMBATCH_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is unreachable at {admin}: {e}"));
-    let name = format!("simbatch_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
-}
+/// A fresh PostgreSQL database; panics if PostgreSQL is unreachable.
+pub use simbatch_store::testing::fresh_postgres_url;
 
 /// A running application.
 pub struct TestApp {
