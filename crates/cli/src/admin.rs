@@ -56,7 +56,10 @@ pub async fn keys(db: Db, action: KeysAction) -> Result<(), String> {
                 return Err("tenant name must be 1 to 64 characters".into());
             }
             let key = store.create_key(tenant).await.map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string(&key).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&key).map_err(|e| e.to_string())?
+            );
         }
         KeysAction::List => {
             for k in store.list_keys().await.map_err(|e| e.to_string())? {
@@ -86,8 +89,14 @@ pub async fn templates(db: Db, action: TemplatesAction) -> Result<(), String> {
             if content.is_empty() {
                 return Err(format!("{}: the file is empty", file.display()));
             }
-            let info = store.add_template(&name, &content).await.map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string(&info).map_err(|e| e.to_string())?);
+            let info = store
+                .add_template(&name, &content)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string(&info).map_err(|e| e.to_string())?
+            );
         }
         TemplatesAction::List => {
             for t in store.list_templates().await.map_err(|e| e.to_string())? {

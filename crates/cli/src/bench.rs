@@ -55,21 +55,46 @@ impl Fresh {
         match base {
             Some(url) if url.starts_with("postgres") => {
                 use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| format!("{url}: {e}"))?;
-                let root = url.rsplit_once('/').map(|(r, _)| r.to_owned()).unwrap_or_else(|| url.to_owned());
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let root = url
+                    .rsplit_once('/')
+                    .map(|(r, _)| r.to_owned())
+                    .unwrap_or_else(|| url.to_owned());
                 let mut urls = Vec::new();
                 for _ in 0..n {
                     let name = format!("simbatch_bench_{}", uuid::Uuid::new_v4().simple());
-                    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(|e| e.to_string())?;
+                    sqlx::query(&format!("CREATE DATABASE {name}"))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     urls.push(format!("{root}/{name}"));
                 }
-                Ok(Self { urls, pg_admin: Some(url.to_owned()), _dir: None })
+                Ok(Self {
+                    urls,
+                    pg_admin: Some(url.to_owned()),
+                    _dir: None,
+                })
             }
-            Some(url) if !url.starts_with("sqlite:") => Err(format!("unsupported database URL '{url}'")),
+            Some(url) if !url.starts_with("sqlite:") => {
+                Err(format!("unsupported database URL '{url}'"))
+            }
             _ => {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                let urls = (0..n).map(|i| format!("sqlite://{}", dir.path().join(format!("bench{i}.db")).display())).collect();
-                Ok(Self { urls, pg_admin: None, _dir: Some(dir) })
+                let urls = (0..n)
+                    .map(|i| {
+                        format!(
+                            "sqlite://{}",
+                            dir.path().join(format!("bench{i}.db")).display()
+                        )
+                    })
+                    .collect();
+                Ok(Self {
+                    urls,
+                    pg_admin: None,
+                    _dir: Some(dir),
+                })
             }
         }
     }
@@ -80,7 +105,10 @@ impl Fresh {
             if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
                 for url in &self.urls {
                     if let Some((_, name)) = url.rsplit_once('/') {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
                     }
                 }
             }
@@ -96,21 +124,31 @@ fn iccid(i: usize) -> String {
 fn upload_body(n: usize, format: &str, extra: &'static str) -> reqwest::Body {
     let csv = format == "csv";
     let chunk = 2000;
-    let header = csv.then(|| if extra.is_empty() { "iccid\n".to_owned() } else { "iccid,imsi\n".to_owned() });
-    let stream = futures::stream::iter(header.into_iter().map(Ok::<_, std::io::Error>).chain((0..n).step_by(chunk).map(
-        move |start| {
+    let header = csv.then(|| {
+        if extra.is_empty() {
+            "iccid\n".to_owned()
+        } else {
+            "iccid,imsi\n".to_owned()
+        }
+    });
+    let stream = futures::stream::iter(header.into_iter().map(Ok::<_, std::io::Error>).chain(
+        (0..n).step_by(chunk).map(move |start| {
             let mut s = String::with_capacity(chunk * 48);
             for i in start..(start + chunk).min(n) {
                 match (csv, extra.is_empty()) {
                     (true, true) => s.push_str(&format!("{}\n", iccid(i))),
                     (true, false) => s.push_str(&format!("{},{}\n", iccid(i), extra)),
                     (false, true) => s.push_str(&format!("{{\"iccid\":\"{}\"}}\n", iccid(i))),
-                    (false, false) => s.push_str(&format!("{{\"iccid\":\"{}\",\"imsi\":\"{}\"}}\n", iccid(i), extra)),
+                    (false, false) => s.push_str(&format!(
+                        "{{\"iccid\":\"{}\",\"imsi\":\"{}\"}}\n",
+                        iccid(i),
+                        extra
+                    )),
                 }
             }
             Ok(s)
-        },
-    )));
+        }),
+    ));
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -121,8 +159,18 @@ struct Client {
 }
 
 impl Client {
-    async fn submit(&self, op: &str, n: usize, format: &str, extra: &'static str) -> Result<String, String> {
-        let ctype = if format == "csv" { "text/csv" } else { "application/x-ndjson" };
+    async fn submit(
+        &self,
+        op: &str,
+        n: usize,
+        format: &str,
+        extra: &'static str,
+    ) -> Result<String, String> {
+        let ctype = if format == "csv" {
+            "text/csv"
+        } else {
+            "application/x-ndjson"
+        };
         let resp = self
             .http
             .post(format!("{}/v1/batches?operation={op}", self.base))
@@ -137,7 +185,10 @@ impl Client {
         if !status.is_success() {
             return Err(format!("submit {op}: {status}: {body}"));
         }
-        body["id"].as_str().map(str::to_owned).ok_or_else(|| format!("submit {op}: no id in {body}"))
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("submit {op}: no id in {body}"))
     }
 
     async fn batch(&self, id: &str) -> Result<Value, String> {
@@ -159,7 +210,9 @@ impl Client {
             latencies.push(t.elapsed());
             let status = b["status"].as_str().unwrap_or_default();
             let processing = b["counts"]["processing"].as_i64().unwrap_or(0);
-            if matches!(status, "COMPLETED" | "PARTIALLY_COMPLETED" | "CANCELLED") && processing == 0 {
+            if matches!(status, "COMPLETED" | "PARTIALLY_COMPLETED" | "CANCELLED")
+                && processing == 0
+            {
                 return Ok(b);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -186,11 +239,18 @@ fn peak_rss_mib() -> Option<f64> {
 /// Run the benchmark and print its figures.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let n = args.items.max(1);
-    let fresh = Fresh::create(args.database_url.as_deref(), if args.no_floor { 1 } else { 2 }).await?;
+    let fresh = Fresh::create(
+        args.database_url.as_deref(),
+        if args.no_floor { 1 } else { 2 },
+    )
+    .await?;
     let result = measure(&args, n, &fresh).await;
     fresh.drop_all().await;
     let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
@@ -198,7 +258,10 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
     let key_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cfg = Serve {
         listen: ([127, 0, 0, 1], 0).into(),
-        db: Db { url: fresh.urls[0].clone(), key_file: key_dir.path().join("bench.key") },
+        db: Db {
+            url: fresh.urls[0].clone(),
+            key_file: key_dir.path().join("bench.key"),
+        },
         smdp_address: "smdp.bench.local".into(),
         validation: Default::default(),
         retention_days: 60,
@@ -212,19 +275,30 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
     let wake = Arc::new(Notify::new());
     let background = Background::start(&store, &cfg, wake.clone());
     let app = simbatch_api::router(app_state(store.clone(), &cfg, wake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = Client { http: reqwest::Client::new(), base: format!("http://{addr}"), token: key.token };
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+        token: key.token,
+    };
 
     eprintln!("bench: {backend}, {n} items, {} upload", args.format);
     let mut lat = Vec::new();
     let t = Instant::now();
-    let reg = client.submit("register_sim", n, &args.format, "460048867619618").await?;
+    let reg = client
+        .submit("register_sim", n, &args.format, "460048867619618")
+        .await?;
     let reg_submitted = t.elapsed();
     let reg_done = client.wait(&reg, &mut lat).await?;
     let reg_secs = t.elapsed().as_secs_f64();
-    eprintln!("bench: registered {} SIMs in {reg_secs:.2}s", reg_done["counts"]["completed"]);
+    eprintln!(
+        "bench: registered {} SIMs in {reg_secs:.2}s",
+        reg_done["counts"]["completed"]
+    );
 
     let mut lat = Vec::new();
     let t = Instant::now();
@@ -234,7 +308,9 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
     let secs = t.elapsed().as_secs_f64();
     let completed = done["counts"]["completed"].as_i64().unwrap_or(0);
     if completed != n as i64 {
-        return Err(format!("activate batch ended with {completed} of {n} completed: {done}"));
+        return Err(format!(
+            "activate batch ended with {completed} of {n} completed: {done}"
+        ));
     }
     // O(1) status reads on the finished batch, for stable percentiles.
     for _ in 0..2000 {
@@ -248,7 +324,11 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
     background.shutdown().await;
     server.abort();
 
-    let floor = if args.no_floor { None } else { Some(floor_rate(&fresh.urls[1], n, &key_dir).await?) };
+    let floor = if args.no_floor {
+        None
+    } else {
+        Some(floor_rate(&fresh.urls[1], n, &key_dir).await?)
+    };
     let ratio = floor.map(|f| rate / f);
     Ok(json!({
         "backend": backend,
@@ -268,15 +348,25 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
 /// The set-based floor: same SIMs, same batch, applied with three statements.
 async fn floor_rate(url: &str, n: usize, key_dir: &tempfile::TempDir) -> Result<f64, String> {
     let (cipher, _) = Cipher::load(None, &key_dir.path().join("floor.key"))?;
-    let store = simbatch_store::open(url, cipher).await.map_err(|e| e.to_string())?;
+    let store = simbatch_store::open(url, cipher)
+        .await
+        .map_err(|e| e.to_string())?;
     let key = store.create_key("bench").await.map_err(|e| e.to_string())?;
-    let tenant = store.tenant_by_name(&key.tenant).await.map_err(|e| e.to_string())?.ok_or("tenant vanished")?;
+    let tenant = store
+        .tenant_by_name(&key.tenant)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("tenant vanished")?;
     // Load the SIMs with the engine (not timed), then queue the activate batch without workers.
     let reg = load_batch(store.as_ref(), &tenant.id, Operation::RegisterSim, n).await?;
     let wake = Arc::new(Notify::new());
     let workers = simbatch_engine::worker::start(store.clone(), Default::default(), wake);
     loop {
-        let b = store.get_batch(&tenant.id, &reg).await.map_err(|e| e.to_string())?.ok_or("batch vanished")?;
+        let b = store
+            .get_batch(&tenant.id, &reg)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("batch vanished")?;
         if b.status.is_terminal() {
             break;
         }
@@ -285,7 +375,10 @@ async fn floor_rate(url: &str, n: usize, key_dir: &tempfile::TempDir) -> Result<
     workers.shutdown().await;
     let act = load_batch(store.as_ref(), &tenant.id, Operation::Activate, n).await?;
     let t = Instant::now();
-    let applied = store.bench_floor_activate(&act).await.map_err(|e| e.to_string())?;
+    let applied = store
+        .bench_floor_activate(&act)
+        .await
+        .map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     if applied != n as u64 {
         return Err(format!("floor applied {applied} of {n}"));
@@ -293,7 +386,12 @@ async fn floor_rate(url: &str, n: usize, key_dir: &tempfile::TempDir) -> Result<
     Ok(n as f64 / secs)
 }
 
-async fn load_batch(store: &dyn Store, tenant: &str, op: Operation, n: usize) -> Result<String, String> {
+async fn load_batch(
+    store: &dyn Store,
+    tenant: &str,
+    op: Operation,
+    n: usize,
+) -> Result<String, String> {
     let new = NewBatch {
         tenant_id: tenant.into(),
         operation: Some(op),
@@ -314,8 +412,14 @@ async fn load_batch(store: &dyn Store, tenant: &str, op: Operation, n: usize) ->
                 rejection: None,
             })
             .collect();
-        store.append_items(tenant, &b.id, &items).await.map_err(|e| e.to_string())?;
+        store
+            .append_items(tenant, &b.id, &items)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    store.seal_batch(tenant, &b.id).await.map_err(|e| e.to_string())?;
+    store
+        .seal_batch(tenant, &b.id)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(b.id)
 }

@@ -32,7 +32,9 @@ pub struct FileConfig {
 impl FileConfig {
     /// Read the file if one was named.
     pub fn load(path: Option<&Path>) -> Result<Self, String> {
-        let Some(path) = path else { return Ok(Self::default()) };
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -62,8 +64,14 @@ impl DbArgs {
     /// Apply the file config and defaults.
     pub fn resolve(self, file: &FileConfig) -> Db {
         Db {
-            url: self.database_url.or_else(|| file.database_url.clone()).unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            key_file: self.key_file.or_else(|| file.key_file.clone()).unwrap_or_else(|| "simbatch.key".into()),
+            url: self
+                .database_url
+                .or_else(|| file.database_url.clone())
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            key_file: self
+                .key_file
+                .or_else(|| file.key_file.clone())
+                .unwrap_or_else(|| "simbatch.key".into()),
         }
     }
 }
@@ -79,7 +87,9 @@ impl Db {
                 "no SIMBATCH_MASTER_KEY set: created a new master key file; back it up, without it secrets cannot be read"
             );
         }
-        simbatch_store::open(&self.url, cipher).await.map_err(|e| e.to_string())
+        simbatch_store::open(&self.url, cipher)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -136,7 +146,10 @@ impl ServeArgs {
     /// Apply the file config and defaults.
     pub fn resolve(self, f: &FileConfig) -> Serve {
         Serve {
-            listen: self.listen.or(f.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             db: self.db.resolve(f),
             smdp_address: self
                 .smdp_address
@@ -163,7 +176,10 @@ mod tests {
         .unwrap();
         let args = ServeArgs {
             listen: None,
-            db: DbArgs { database_url: Some("sqlite://y.db".into()), key_file: None },
+            db: DbArgs {
+                database_url: Some("sqlite://y.db".into()),
+                key_file: None,
+            },
             smdp_address: None,
             validation: None,
             retention_days: None,
@@ -176,6 +192,9 @@ mod tests {
         assert_eq!(s.retention_days, 7);
         assert_eq!(s.validation, ValidationProfile::Strict);
         assert_eq!(s.db.url, "sqlite://y.db");
-        assert!(toml::from_str::<FileConfig>("lisen = 1").is_err(), "unknown keys are refused");
+        assert!(
+            toml::from_str::<FileConfig>("lisen = 1").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

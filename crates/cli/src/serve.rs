@@ -25,9 +25,15 @@ impl Background {
     pub fn start(store: &Arc<dyn Store>, cfg: &Serve, wake: Arc<Notify>) -> Self {
         let cancel = CancellationToken::new();
         if cfg.no_workers {
-            return Self { workers: None, cancel, tasks: Vec::new() };
+            return Self {
+                workers: None,
+                cancel,
+                tasks: Vec::new(),
+            };
         }
-        let workers = cfg.workers.unwrap_or(if store.backend() == "postgres" { 4 } else { 1 });
+        let workers = cfg
+            .workers
+            .unwrap_or(if store.backend() == "postgres" { 4 } else { 1 });
         let wcfg = worker::WorkerConfig {
             workers,
             smdp_address: cfg.smdp_address.clone(),
@@ -43,7 +49,11 @@ impl Background {
             sweeper::start(store.clone(), scfg, cancel.clone()),
             webhooks::start(store.clone(), Duration::from_millis(500), cancel.clone()),
         ];
-        Self { workers: Some(handle), cancel, tasks }
+        Self {
+            workers: Some(handle),
+            cancel,
+            tasks,
+        }
     }
 
     /// Worker counters, if workers run.
@@ -65,24 +75,46 @@ impl Background {
 
 /// Build the service and router state for a store.
 pub fn app_state(store: Arc<dyn Store>, cfg: &Serve, wake: Arc<Notify>) -> AppState {
-    let service = Service::new(store.clone(), ServiceConfig { validation: cfg.validation, ..Default::default() }, wake);
-    AppState { service: Arc::new(service), store }
+    let service = Service::new(
+        store.clone(),
+        ServiceConfig {
+            validation: cfg.validation,
+            ..Default::default()
+        },
+        wake,
+    );
+    AppState {
+        service: Arc::new(service),
+        store,
+    }
 }
 
 /// Run the server until a shutdown signal.
 pub async fn run(cfg: Serve) -> Result<(), String> {
     let store = cfg.db.open().await?;
-    if let Some(key) = store.bootstrap_default_tenant().await.map_err(|e| e.to_string())? {
+    if let Some(key) = store
+        .bootstrap_default_tenant()
+        .await
+        .map_err(|e| e.to_string())?
+    {
         // Printed once, on stdout, so a newcomer can call the API at once.
-        println!("{}", serde_json::to_string(&key).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string(&key).map_err(|e| e.to_string())?
+        );
         tracing::warn!(tenant = %key.tenant, key_id = %key.key_id, "created tenant 'default'; its token was printed above and is not shown again");
     }
     let wake = Arc::new(Notify::new());
     let background = Background::start(&store, &cfg, wake.clone());
     let app = simbatch_api::router(app_state(store.clone(), &cfg, wake));
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("{}: {e}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("{}: {e}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, backend = store.backend(), workers = !cfg.no_workers, "simbatch serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("shutting down: finishing in-flight chunks");
     background.shutdown().await;
     tracing::info!("stopped");

@@ -31,7 +31,11 @@ async fn create_token(db: &str, dir: &Path) -> String {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["token"].as_str().unwrap().to_owned()
 }
@@ -45,7 +49,15 @@ async fn start(db: &str, dir: &Path, name: &str) -> Server {
     let addr = free_addr();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(bin())
-        .args(["serve", "--listen", &addr, "--database-url", db, "--lease-secs", "2"])
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--database-url",
+            db,
+            "--lease-secs",
+            "2",
+        ])
         .env("SIMBATCH_MASTER_KEY", MASTER_KEY)
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -57,7 +69,10 @@ async fn start(db: &str, dir: &Path, name: &str) -> Server {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "{name} did not start; see {name}.log");
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not start; see {name}.log"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Server { child, base }
@@ -67,7 +82,10 @@ fn ndjson(n: usize, with_imsi: bool) -> String {
     let mut s = String::with_capacity(n * 60);
     for i in 0..n {
         if with_imsi {
-            s.push_str(&format!("{{\"iccid\":\"8988{i:016}\",\"imsi\":\"46004886761{:04}\"}}\n", i % 10_000));
+            s.push_str(&format!(
+                "{{\"iccid\":\"8988{i:016}\",\"imsi\":\"46004886761{:04}\"}}\n",
+                i % 10_000
+            ));
         } else {
             s.push_str(&format!("{{\"iccid\":\"8988{i:016}\"}}\n"));
         }
@@ -90,7 +108,12 @@ async fn submit(base: &str, token: &str, op: &str, body: String) -> String {
 }
 
 async fn batch(base: &str, token: &str, id: &str) -> Option<Value> {
-    let resp = reqwest::Client::new().get(format!("{base}/v1/batches/{id}")).bearer_auth(token).send().await.ok()?;
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/batches/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
     resp.json().await.ok()
 }
 
@@ -98,7 +121,10 @@ async fn wait_terminal(base: &str, token: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(b) = batch(base, token, id).await {
-            let done = matches!(b["status"].as_str(), Some("COMPLETED" | "PARTIALLY_COMPLETED"));
+            let done = matches!(
+                b["status"].as_str(),
+                Some("COMPLETED" | "PARTIALLY_COMPLETED")
+            );
             if done && b["counts"]["processing"] == 0 {
                 return b;
             }
@@ -168,7 +194,10 @@ async fn sqlite_sigkill_and_restart_applies_each_item_once() {
     wait_terminal(&a.base, &token, &reg).await;
     let act = submit(&a.base, &token, "activate", ndjson(N, false)).await;
     let at_kill = kill_mid_run(&mut a, &token, &act).await;
-    assert!(at_kill < N as i64, "the kill must land mid-run (completed {at_kill})");
+    assert!(
+        at_kill < N as i64,
+        "the kill must land mid-run (completed {at_kill})"
+    );
     let b = start(&db, dir.path(), "restarted").await;
     let done = wait_terminal(&b.base, &token, &act).await;
     assert_exactly_once(&db, &done).await;
@@ -185,7 +214,10 @@ async fn postgres_two_replicas_one_killed_applies_each_item_once() {
     wait_terminal(&b.base, &token, &reg).await;
     let act = submit(&a.base, &token, "activate", ndjson(N, false)).await;
     let at_kill = kill_mid_run(&mut a, &token, &act).await;
-    assert!(at_kill < N as i64, "the kill must land mid-run (completed {at_kill})");
+    assert!(
+        at_kill < N as i64,
+        "the kill must land mid-run (completed {at_kill})"
+    );
     let done = wait_terminal(&b.base, &token, &act).await;
     assert_exactly_once(&db, &done).await;
 }

@@ -9,7 +9,8 @@ use super::{conflict, rows, SqliteStore};
 use crate::plan;
 use crate::*;
 
-const INSERT_ITEMS: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation, status, params,
+const INSERT_ITEMS: &str =
+    "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation, status, params,
     secret_enc, error_field, error_code, error_reason, updated_at)
 SELECT v.batch_id, v.tenant_id, v.seq, v.iccid, v.operation, v.status,
     v.params, v.secret_enc, v.error_field, v.error_code, v.error_reason, v.now

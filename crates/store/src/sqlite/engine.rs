@@ -280,8 +280,14 @@ const MAX_PARAMS: usize = 32_000;
 /// Run `sql` over the rows as a CTE `v(<keys>)` of bound `VALUES`, in as few
 /// statements as the parameter limit allows. Every row is a JSON object with
 /// the same keys (the shared completion plan builds them).
-pub(super) async fn write_rows(tx: &mut Transaction<'static, Sqlite>, sql: &str, rows: &[Value]) -> Result<()> {
-    let Some(Value::Object(first)) = rows.first() else { return Ok(()) };
+pub(super) async fn write_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &str,
+    rows: &[Value],
+) -> Result<()> {
+    let Some(Value::Object(first)) = rows.first() else {
+        return Ok(());
+    };
     let keys: Vec<String> = first.keys().cloned().collect();
     let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
     for chunk in rows.chunks((MAX_PARAMS / keys.len().max(1)).max(1)) {
@@ -301,7 +307,10 @@ pub(super) async fn write_rows(tx: &mut Transaction<'static, Sqlite>, sql: &str,
             }
         });
         q.push(") ").push(sql);
-        q.build().execute(&mut **tx).await.map_err(super::conflict)?;
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(super::conflict)?;
     }
     Ok(())
 }
@@ -346,13 +355,15 @@ const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, si
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
-const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
+const INSERT_PROFILES: &str =
+    "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
     template, state, apn, expires_at, created_at, updated_at)
 SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc,
     v.template, v.state, v.apn, v.expires_at, v.now, v.now
 FROM v";
 
-const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status,
+const INSERT_HISTORY: &str =
+    "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status,
     batch_id, item_id)
 SELECT v.tenant_id, v.iccid, v.at, v.operation, v.from_status, v.to_status,
     v.batch_id, v.item_id

@@ -74,8 +74,14 @@ impl SqliteStore {
     pub(super) async fn bootstrap_impl(&self) -> Result<Option<NewKey>> {
         // The check and the insert share one write transaction, so two callers cannot both see an empty table.
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await?;
-        let key = if count == 0 { Some(create_key_in(&mut tx, "default").await?) } else { None };
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&mut *tx)
+            .await?;
+        let key = if count == 0 {
+            Some(create_key_in(&mut tx, "default").await?)
+        } else {
+            None
+        };
         tx.commit().await?;
         Ok(key)
     }
@@ -394,7 +400,10 @@ impl SqliteStore {
 }
 
 /// Create a key (and its tenant if needed) inside a write transaction.
-async fn create_key_in(tx: &mut sqlx::Transaction<'static, Sqlite>, tenant_name: &str) -> Result<NewKey> {
+async fn create_key_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tenant_name: &str,
+) -> Result<NewKey> {
     let now = now_ms();
     sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING")
         .bind(uuid::Uuid::new_v4().to_string())
@@ -402,18 +411,27 @@ async fn create_key_in(tx: &mut sqlx::Transaction<'static, Sqlite>, tenant_name:
         .bind(now)
         .execute(&mut **tx)
         .await?;
-    let tenant_id: String =
-        sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1").bind(tenant_name).fetch_one(&mut **tx).await?;
+    let tenant_id: String = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1")
+        .bind(tenant_name)
+        .fetch_one(&mut **tx)
+        .await?;
     let key_id = format!("sk_{}", random_hex(8));
     let secret = random_hex(32);
-    sqlx::query("INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
-        .bind(&key_id)
-        .bind(&tenant_id)
-        .bind(hash_secret(&secret))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(NewKey { tenant: tenant_name.to_owned(), token: format!("{key_id}.{secret}"), key_id, secret })
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&key_id)
+    .bind(&tenant_id)
+    .bind(hash_secret(&secret))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(NewKey {
+        tenant: tenant_name.to_owned(),
+        token: format!("{key_id}.{secret}"),
+        key_id,
+        secret,
+    })
 }
 
 /// Compare two byte strings in time independent of where they differ.
