@@ -138,6 +138,7 @@ impl Worker {
 
     /// One claim–execute–complete round; false when there was nothing to do.
     async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
+        let started = Instant::now();
         let claim = self
             .store
             .claim(self.cfg.chunk_size, self.cfg.lease)
@@ -145,7 +146,7 @@ impl Worker {
         if claim.items.is_empty() {
             return Ok(false);
         }
-        let started = Instant::now();
+        let claimed = started.elapsed();
         let n = claim.items.len() as u64;
         let needs_templates = claim
             .items
@@ -166,8 +167,17 @@ impl Worker {
         })
         .await
         .map_err(|e| simbatch_store::StoreError::State(format!("executor task failed: {e}")))?;
+        let executed = started.elapsed();
         // The chunk's results are committed even when shutdown was requested meanwhile.
         let summary = self.store.complete(&claim.token, done).await?;
+        tracing::debug!(
+            worker = self.n,
+            items = n,
+            claim_ms = claimed.as_secs_f64() * 1e3,
+            execute_ms = (executed - claimed).as_secs_f64() * 1e3,
+            complete_ms = (started.elapsed() - executed).as_secs_f64() * 1e3,
+            "chunk done"
+        );
         self.stats
             .completed
             .fetch_add(summary.completed as u64, Ordering::Relaxed);

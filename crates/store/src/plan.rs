@@ -117,8 +117,11 @@ impl EventWrite {
 pub struct CompletionPlan {
     /// SIMs to insert (created by the order).
     pub sim_inserts: Vec<Value>,
-    /// SIMs to update.
+    /// SIMs to update in full.
     pub sim_updates: Vec<Value>,
+    /// SIMs whose status alone changed (the lifecycle verbs): a narrower update
+    /// that leaves the identifier indexes untouched.
+    pub status_updates: Vec<Value>,
     /// Profiles to insert.
     pub profiles: Vec<Value>,
     /// History rows.
@@ -158,11 +161,22 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                     ),
                     None => (None, None),
                 };
-                let row = sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0;
+                let status_only = c.sim_secrets.is_none()
+                    && it.sim.as_ref().is_some_and(|before| {
+                        let mut same = before.clone();
+                        same.status = outcome.sim.status;
+                        same == outcome.sim
+                    });
                 if outcome.created {
-                    plan.sim_inserts.push(row);
+                    plan.sim_inserts
+                        .push(sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0);
+                } else if status_only {
+                    plan.status_updates
+                        .push(json!({"tenant_id": it.tenant_id, "iccid": it.iccid,
+                        "status": outcome.sim.status.as_str(), "now": now}));
                 } else {
-                    plan.sim_updates.push(row);
+                    plan.sim_updates
+                        .push(sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0);
                 }
                 if let Some(p) = &outcome.profile {
                     plan.profiles.push(json!({

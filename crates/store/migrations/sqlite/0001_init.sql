@@ -128,7 +128,7 @@ CREATE INDEX batch_items_unsuccessful ON batch_items (batch_id, status, seq) WHE
 
 CREATE TABLE outbox (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id   TEXT NOT NULL UNIQUE,
+    event_id   TEXT NOT NULL, -- UUID v4, unique by construction: no index on the hot path
     tenant_id  TEXT NOT NULL,
     type       TEXT NOT NULL,
     created_at INTEGER NOT NULL,

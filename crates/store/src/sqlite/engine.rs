@@ -207,6 +207,7 @@ impl SqliteStore {
         }
         let mut plan = plan_completion(&self.cipher, &kept, now);
         write_sims(&mut tx, &plan.sim_inserts, &plan.sim_updates).await?;
+        write_rows(&mut tx, UPDATE_SIM_STATUS, &plan.status_updates).await?;
         write_rows(&mut tx, INSERT_PROFILES, &plan.profiles).await?;
         write_rows(&mut tx, INSERT_HISTORY, &plan.history).await?;
         write_rows(&mut tx, UPDATE_ITEMS, &plan.items).await?;
@@ -347,6 +348,10 @@ const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid
     services = v.services, apn_status = v.apn_status, custom_field_1 = v.custom_field_1,
     custom_field_2 = v.custom_field_2, custom_field_3 = v.custom_field_3,
     custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5, updated_at = v.now
+FROM v
+WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
+
+const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = v.now
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
