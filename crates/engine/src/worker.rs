@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use simbatch_core::{execute, parse_item, Context, Failure, Operation, ValidationProfile};
+use futures::future::BoxFuture;
+use simbatch_core::{execute, parse_item, Context, Failure, ValidationProfile};
 use simbatch_store::{ClaimedItem, Completion, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -139,43 +140,38 @@ impl Worker {
     /// One claim–execute–complete round; false when there was nothing to do.
     async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
         let started = Instant::now();
-        let claim = self
-            .store
-            .claim(self.cfg.chunk_size, self.cfg.lease)
-            .await?;
-        if claim.items.is_empty() {
-            return Ok(false);
-        }
-        let claimed = started.elapsed();
-        let n = claim.items.len() as u64;
-        let needs_templates = claim
-            .items
-            .iter()
-            .any(|i| i.operation == Operation::GenerateActivationCode);
-        let templates = if needs_templates {
-            self.store.template_names().await?
-        } else {
-            HashSet::new()
+        // Template names are few; reading them each round keeps new templates visible at once.
+        let templates = Arc::new(self.store.template_names().await?);
+        let smdp: Arc<str> = Arc::from(self.cfg.smdp_address.as_str());
+        let execute = move |items: Vec<ClaimedItem>| -> BoxFuture<'static, Vec<Completion>> {
+            let (templates, smdp) = (templates.clone(), smdp.clone());
+            Box::pin(async move {
+                let run = tokio::task::spawn_blocking(move || {
+                    items
+                        .into_iter()
+                        .map(|item| run_item(item, &smdp, &templates))
+                        .collect::<Vec<_>>()
+                });
+                run.await.unwrap_or_else(|e| {
+                    // Nothing is applied for this chunk; its items run again.
+                    tracing::error!(error = %e, "executor task failed");
+                    Vec::new()
+                })
+            })
         };
-        let smdp = self.cfg.smdp_address.clone();
-        let items = claim.items;
-        let done = tokio::task::spawn_blocking(move || {
-            items
-                .into_iter()
-                .map(|item| run_item(item, &smdp, &templates))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| simbatch_store::StoreError::State(format!("executor task failed: {e}")))?;
-        let executed = started.elapsed();
         // The chunk's results are committed even when shutdown was requested meanwhile.
-        let summary = self.store.complete(&claim.token, done).await?;
+        let Some(summary) = self
+            .store
+            .run_chunk(self.cfg.chunk_size, self.cfg.lease, &execute)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let n = summary.applied as u64;
         tracing::debug!(
             worker = self.n,
             items = n,
-            claim_ms = claimed.as_secs_f64() * 1e3,
-            execute_ms = (executed - claimed).as_secs_f64() * 1e3,
-            complete_ms = (started.elapsed() - executed).as_secs_f64() * 1e3,
+            ms = started.elapsed().as_secs_f64() * 1e3,
             "chunk done"
         );
         self.stats

@@ -43,6 +43,10 @@ pub enum StoreError {
     State(String),
 }
 
+/// Runs a claimed chunk's orders; the engine supplies it to [`Store::run_chunk`].
+pub type Executor =
+    dyn Fn(Vec<ClaimedItem>) -> futures::future::BoxFuture<'static, Vec<Completion>> + Send + Sync;
+
 /// Result alias.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -123,6 +127,23 @@ pub trait Store: Send + Sync + 'static {
     /// Commit a chunk's effects, results, counters and outbox events in one
     /// transaction, skipping items whose lease no longer carries `token`.
     async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary>;
+    /// Claim a chunk, run `execute` on it and complete it. The default is
+    /// [`Store::claim`] then [`Store::complete`]: two transactions fenced by a
+    /// lease, so several processes can share the work. A backend with a single
+    /// writer may do all three in one transaction. None when nothing was runnable.
+    async fn run_chunk(
+        &self,
+        limit: usize,
+        lease: Duration,
+        execute: &Executor,
+    ) -> Result<Option<CompleteSummary>> {
+        let claim = self.claim(limit, lease).await?;
+        if claim.items.is_empty() {
+            return Ok(None);
+        }
+        let done = execute(claim.items).await;
+        self.complete(&claim.token, done).await.map(Some)
+    }
     /// Delete up to `limit` items of terminal batches created before
     /// `before_ms`, then such batches that have no items left. Returns rows deleted.
     async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64>;

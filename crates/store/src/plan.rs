@@ -58,6 +58,8 @@ pub struct BatchDelta {
     pub tenant_id: String,
     /// Items leaving PROCESSING.
     pub processing_done: i64,
+    /// Items run straight from APPROVED (single-transaction chunks).
+    pub approved_done: i64,
     /// Items completed.
     pub completed: i64,
     /// Items failed.

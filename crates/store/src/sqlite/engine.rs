@@ -25,6 +25,22 @@ WHERE id IN (
     ORDER BY i.id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
+/// Runnable fresh items, read inside the single write transaction of `run_chunk`.
+const PICK_FRESH: &str =
+    "SELECT i.id, i.batch_id, i.tenant_id, i.seq, i.iccid, i.operation, i.params, i.secret_enc
+FROM batch_items i JOIN batches b ON b.id = i.batch_id
+WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
+  AND NOT EXISTS (
+    SELECT 1 FROM batch_items p
+    WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid AND p.id < i.id
+      AND p.status IN ('APPROVED', 'PROCESSING'))
+ORDER BY i.id LIMIT ?1";
+
+/// Items whose lease expired, read inside `run_chunk`.
+const PICK_EXPIRED: &str =
+    "SELECT id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc
+FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?1 ORDER BY id LIMIT ?2";
+
 const CLAIM_EXPIRED: &str = "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
 WHERE id IN (
     SELECT id FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
@@ -201,16 +217,83 @@ impl SqliteStore {
             applied: kept.len(),
             ..Default::default()
         };
-        if kept.is_empty() {
-            tx.commit().await?;
-            return Ok(summary);
+        if !kept.is_empty() {
+            self.apply(&mut tx, &kept, &HashSet::new(), now, &mut summary)
+                .await?;
         }
-        let mut plan = plan_completion(&self.cipher, &kept, now);
-        write_sims(&mut tx, &plan.sim_inserts, &plan.sim_updates).await?;
-        write_rows(&mut tx, UPDATE_SIM_STATUS, &plan.status_updates).await?;
-        write_rows(&mut tx, INSERT_PROFILES, &plan.profiles).await?;
-        write_rows(&mut tx, INSERT_HISTORY, &plan.history).await?;
-        write_rows(&mut tx, UPDATE_ITEMS, &plan.items).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    /// Claim, execute and complete one chunk in a single write transaction.
+    /// SQLite has one writer, so no lease is needed: a crash rolls the whole
+    /// chunk back and its items stay APPROVED.
+    pub(super) async fn run_chunk_impl(
+        &self,
+        limit: usize,
+        execute: &crate::Executor,
+    ) -> Result<Option<CompleteSummary>> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        // Items another process left leased (the claim/complete path) come first once expired.
+        let expired = sqlx::query(PICK_EXPIRED)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let room = limit.saturating_sub(expired.len());
+        let fresh = if room > 0 {
+            sqlx::query(PICK_FRESH)
+                .bind(room as i64)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if expired.is_empty() && fresh.is_empty() {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let mut items = Vec::with_capacity(expired.len() + fresh.len());
+        for r in expired.iter().chain(fresh.iter()) {
+            items.push(self.claimed_item(r)?);
+        }
+        let fresh_ids: HashSet<i64> = items[expired.len()..].iter().map(|i| i.id).collect();
+        self.load_context(&mut tx, &mut items).await?;
+        let done = execute(items).await;
+        let mut summary = CompleteSummary {
+            applied: done.len(),
+            ..Default::default()
+        };
+        self.apply(&mut tx, &done, &fresh_ids, now, &mut summary)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(summary))
+    }
+
+    /// Write a chunk's effects, results, counters and events. Items in
+    /// `fresh` were still APPROVED (run in one transaction); the others were
+    /// PROCESSING under a lease.
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        kept: &[Completion],
+        fresh: &HashSet<i64>,
+        now: i64,
+        summary: &mut CompleteSummary,
+    ) -> Result<()> {
+        let mut plan = plan_completion(&self.cipher, kept, now);
+        for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
+            if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
+                d.processing_done -= 1;
+                d.approved_done += 1;
+            }
+        }
+        write_sims(tx, &plan.sim_inserts, &plan.sim_updates).await?;
+        write_rows(tx, UPDATE_SIM_STATUS, &plan.status_updates).await?;
+        write_rows(tx, INSERT_PROFILES, &plan.profiles).await?;
+        write_rows(tx, INSERT_HISTORY, &plan.history).await?;
+        write_rows(tx, UPDATE_ITEMS, &plan.items).await?;
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
@@ -227,7 +310,7 @@ impl SqliteStore {
             .bind(&f.iccid)
             .bind(f.after_id)
             .bind(&f.batch_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected() as i64;
             if let Some(d) = plan.deltas.get_mut(&f.batch_id) {
@@ -238,7 +321,7 @@ impl SqliteStore {
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
                 "UPDATE batches SET processing = processing - ?1, completed = completed + ?2, failed = failed + ?3,
-                        approved = approved - ?4, canceled = canceled + ?4, updated_at = ?5 WHERE id = ?6",
+                        approved = approved - ?4 - ?7, canceled = canceled + ?4, updated_at = ?5 WHERE id = ?6",
             )
             .bind(d.processing_done)
             .bind(d.completed)
@@ -246,7 +329,8 @@ impl SqliteStore {
             .bind(d.canceled)
             .bind(now)
             .bind(batch_id)
-            .execute(&mut *tx)
+            .bind(d.approved_done)
+            .execute(&mut **tx)
             .await?;
         }
         let ids =
@@ -261,7 +345,7 @@ impl SqliteStore {
         ))
         .bind(now)
         .bind(ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         for r in &finished {
             let b = rows::batch(r)?;
@@ -269,9 +353,8 @@ impl SqliteStore {
             summary.finished.push((b.id, b.status));
         }
         let events: Vec<Value> = plan.events.iter().map(|e| e.row(now)).collect();
-        write_rows(&mut tx, INSERT_EVENTS, &events).await?;
-        tx.commit().await?;
-        Ok(summary)
+        write_rows(tx, INSERT_EVENTS, &events).await?;
+        Ok(())
     }
 }
 

@@ -187,6 +187,14 @@ impl Store for SqliteStore {
     async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary> {
         self.complete_impl(token, done).await
     }
+    async fn run_chunk(
+        &self,
+        limit: usize,
+        _lease: Duration,
+        execute: &Executor,
+    ) -> Result<Option<CompleteSummary>> {
+        self.run_chunk_impl(limit, execute).await
+    }
     async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64> {
         self.sweep_impl(before_ms, limit).await
     }
