@@ -160,6 +160,27 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
+    /// The worked example in docs/webhooks.md, so the guide cannot drift from the code.
+    #[test]
+    fn signature_matches_guide_example() {
+        let body = r#"{"id":"6f2c1f0e-2b1e-4c8e-9f59-0c7f1d6b9a2e","type":"sim.status_changed","timestamp":"2026-11-28T10:00:00Z","data":{"iccid":"89860468152080349618","from":"INVENTORY","to":"ACTIVATED","operation":"activate","batch_id":"01a221d9-838e-73fb-ad96-f538040d2f94","order_id":17}}"#;
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "6f2c1f0e-2b1e-4c8e-9f59-0c7f1d6b9a2e",
+            1795872000,
+            body,
+        );
+        assert_eq!(
+            sig.unwrap(),
+            "v1,GcZN5fSHBbIKgw0Cr0BWYQsRtvOmLjm6xdF3wRxpC9U="
+        );
+        let guide = include_str!("../../../docs/webhooks.md");
+        assert!(
+            guide.contains(body)
+                && guide.contains("v1,GcZN5fSHBbIKgw0Cr0BWYQsRtvOmLjm6xdF3wRxpC9U=")
+        );
+    }
+
     #[test]
     fn backoff_grows_and_caps() {
         assert!(backoff(1) < Duration::from_secs(3));

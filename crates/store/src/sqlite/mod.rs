@@ -51,7 +51,6 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             // Checkpoint every 64 MiB of WAL instead of every 4 MiB: fewer fsyncs on the hot path.
             .pragma("wal_autocheckpoint", "16384")
