@@ -410,7 +410,7 @@ pub fn parse_item(
         .find(|k| !specs.iter().any(|s| s.name == k.as_str()))
     {
         return Err(Rejection::field(
-            unknown,
+            &clip(unknown),
             "unknown_field",
             format!(
                 "field '{}' is not a parameter of {}",

@@ -100,6 +100,10 @@ pub async fn list(
     let text = |v: Option<String>, name: &str| -> ApiResult<Option<String>> {
         match v {
             Some(s) if s.chars().count() > 255 => Err(bad(&format!("{name} is too long"))),
+            // No stored value holds a control character; PostgreSQL refuses NUL.
+            Some(s) if s.chars().any(char::is_control) => {
+                Err(bad(&format!("{name} must not contain control characters")))
+            }
             other => Ok(other),
         }
     };

@@ -32,6 +32,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The database URL (`sqlite://FILE` or `postgres://…`).
+    pub url: String,
     /// Tenant `acme`'s token.
     pub token: String,
     /// Tenant `other`'s token.
@@ -54,6 +56,19 @@ impl TestApp {
 
     /// Start with a given batch size limit.
     pub async fn start_cfg(backend: Backend, workers: bool, max_items: usize) -> Self {
+        Self::start_service(
+            backend,
+            workers,
+            ServiceConfig {
+                max_items,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Start with a given service configuration.
+    pub async fn start_service(backend: Backend, workers: bool, config: ServiceConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -65,14 +80,7 @@ impl TestApp {
         let token = store.create_key("acme").await.unwrap().token;
         let other = store.create_key("other").await.unwrap().token;
         let wake = Arc::new(Notify::new());
-        let service = Arc::new(Service::new(
-            store.clone(),
-            ServiceConfig {
-                max_items,
-                ..Default::default()
-            },
-            wake.clone(),
-        ));
+        let service = Arc::new(Service::new(store.clone(), config, wake.clone()));
         let worker = workers.then(|| {
             worker::start(
                 store.clone(),
@@ -96,6 +104,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             store,
+            url,
             token,
             other,
             worker,

@@ -351,14 +351,25 @@ fn rejected(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Text columns cannot hold NUL on PostgreSQL: keep the rest of the text.
+    let rejection = Rejection {
+        field: rejection.field.map(|f| strip_nul(&f)),
+        code: rejection.code,
+        reason: strip_nul(&rejection.reason),
+    };
     NewItem {
         seq,
-        iccid,
+        iccid: strip_nul(&iccid),
         operation: op,
         params,
         secret: Map::new(),
         rejection: Some(rejection),
     }
+}
+
+/// `s` without NUL characters, shown as U+FFFD instead.
+fn strip_nul(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]
