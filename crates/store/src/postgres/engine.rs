@@ -71,7 +71,8 @@ const UPDATE_ITEMS: &str = "UPDATE batch_items i SET status = v.status, error_co
     updated_at = v.now
 FROM jsonb_to_recordset($1::text::jsonb) AS v(id bigint, status text, error_code text,
     error_reason text, result text, now bigint)
-WHERE i.id = v.id";
+WHERE i.id = v.id AND i.status = 'PROCESSING' AND i.lease_token = $2
+RETURNING i.id";
 
 const CANCEL_FOLLOWERS: &str = "UPDATE batch_items f SET status = 'CANCELED',
     error_code = 'preceding_item_failed', error_reason = v.reason, updated_at = $2
@@ -206,26 +207,6 @@ impl PgStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        if !fresh.is_empty() {
-            // Lock the batches in id order, as `complete` does, so concurrent
-            // claims and completions never deadlock on counter updates.
-            sqlx::query(
-                "SELECT id FROM batches WHERE id IN (SELECT batch_id FROM batch_items WHERE id = ANY($1))
-                 ORDER BY id FOR UPDATE",
-            )
-            .bind(&fresh)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE batches b SET approved = b.approved - c.k, processing = b.processing + c.k, updated_at = $2
-                 FROM (SELECT batch_id, count(*) AS k FROM batch_items WHERE id = ANY($1) GROUP BY batch_id) c
-                 WHERE b.id = c.batch_id",
-            )
-            .bind(&fresh)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
         for r in &rows {
             keys.push((r.try_get("tenant_id")?, r.try_get("iccid")?));
@@ -259,6 +240,27 @@ impl PgStore {
             });
         }
         items.sort_by_key(|i| i.id);
+        if !fresh.is_empty() {
+            // The hot batch rows are locked last, just before the commit, and in
+            // id order as `complete` does, so concurrent claims and completions
+            // hold them briefly and never deadlock on counter updates.
+            sqlx::query(
+                "SELECT id FROM batches WHERE id IN (SELECT batch_id FROM batch_items WHERE id = ANY($1))
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&fresh)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE batches b SET approved = b.approved - c.k, processing = b.processing + c.k, updated_at = $2
+                 FROM (SELECT batch_id, count(*) AS k FROM batch_items WHERE id = ANY($1) GROUP BY batch_id) c
+                 WHERE b.id = c.batch_id",
+            )
+            .bind(&fresh)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Claim { token, items })
     }
@@ -278,38 +280,41 @@ impl PgStore {
             return Ok(summary);
         }
         let now = now_ms();
-        let ids: Vec<i64> = done.iter().map(|c| c.item.id).collect();
-        let mut tx = self.pool.begin().await?;
-        // Fence: keep only items whose lease still carries our token.
-        let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(
-            "SELECT id FROM batch_items WHERE id = ANY($1) AND status = 'PROCESSING' AND lease_token = $2
-             ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
         let total = done.len();
         let mut seen = HashSet::new();
-        let kept: Vec<Completion> = done
+        let done: Vec<Completion> = done
             .into_iter()
-            .filter(|c| held.contains(&c.item.id) && seen.insert(c.item.id))
+            .filter(|c| seen.insert(c.item.id))
             .collect();
-        summary.fenced_out = total - kept.len();
-        summary.applied = kept.len();
-        if kept.is_empty() {
+        let mut plan = plan_completion(&self.cipher, &done, now);
+        let mut tx = self.pool.begin().await?;
+        // Fence and item results in one statement: only items whose lease
+        // still carries our token are written (and locked).
+        let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(UPDATE_ITEMS)
+            .bind(Value::Array(std::mem::take(&mut plan.items)).to_string())
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        summary.fenced_out = total - held.len();
+        summary.applied = held.len();
+        if held.is_empty() {
             tx.commit().await?;
             return Ok(summary);
         }
-        let mut plan = plan_completion(&self.cipher, &kept, now);
+        if held.len() < done.len() {
+            let kept: Vec<Completion> = done
+                .into_iter()
+                .filter(|c| held.contains(&c.item.id))
+                .collect();
+            plan = plan_completion(&self.cipher, &kept, now);
+        }
         write_json(&mut tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
         write_json(&mut tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;
         write_json(&mut tx, UPDATE_SIM_STATUS, &plan.status_updates, "SIM").await?;
         write_json(&mut tx, INSERT_PROFILES, &plan.profiles, "profile").await?;
         write_json(&mut tx, INSERT_HISTORY, &plan.history, "history").await?;
-        write_json(&mut tx, UPDATE_ITEMS, &plan.items, "item").await?;
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
