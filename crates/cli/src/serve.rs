@@ -31,13 +31,15 @@ impl Background {
                 tasks: Vec::new(),
             };
         }
-        let workers = cfg
-            .workers
-            .unwrap_or(if store.backend() == "postgres" { 4 } else { 1 });
+        // PostgreSQL: two loops (one per core of a small host) with large chunks,
+        // so the per-batch counter row is taken by few transactions.
+        let pg = store.backend() == "postgres";
+        let workers = cfg.workers.unwrap_or(if pg { 2 } else { 1 });
         let wcfg = worker::WorkerConfig {
             workers,
             smdp_address: cfg.smdp_address.clone(),
             lease: Duration::from_secs(cfg.lease_secs),
+            chunk_size: if pg { 5000 } else { 1000 },
             ..Default::default()
         };
         let handle = worker::start(store.clone(), wcfg, wake);

@@ -151,8 +151,10 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                 ..Default::default()
             });
         delta.processing_done += 1;
+        // Both `order.*` payloads carry every key; the ones that do not apply are null.
         let base = json!({"batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
-                          "operation": it.operation.as_str()});
+                          "operation": it.operation.as_str(), "error_code": null, "error_reason": null,
+                          "result": null});
         match &c.result {
             Ok(outcome) => {
                 delta.completed += 1;

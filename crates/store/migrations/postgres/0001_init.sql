@@ -45,7 +45,7 @@ CREATE TABLE sims (
     created_at          BIGINT NOT NULL,
     updated_at          BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, iccid)
-);
+) WITH (fillfactor = 70); -- room for HOT status updates: no index entries per lifecycle order
 CREATE INDEX sims_imsi ON sims (tenant_id, imsi) WHERE imsi IS NOT NULL;
 CREATE INDEX sims_msisdn ON sims (tenant_id, msisdn) WHERE msisdn IS NOT NULL;
 

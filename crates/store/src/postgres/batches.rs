@@ -4,8 +4,9 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
 use super::rows::{self, BATCH_COLS, ITEM_COLS};
-use super::{batch_event, db_err, page, write_events, PgStore};
+use super::{db_err, page, write_events, PgStore};
 use crate::model::*;
+use crate::plan::{self, batch_event};
 use crate::{Result, StoreError};
 use simbatch_core::BatchStatus;
 
@@ -185,7 +186,7 @@ impl PgStore {
         .await?;
         let sealed = rows::batch(&row)?;
         if let Some(e) = batch_event(&sealed) {
-            write_events(&mut tx, vec![e], now).await?;
+            write_events(&mut tx, &[e], now).await?;
         }
         tx.commit().await?;
         Ok(sealed)
@@ -299,13 +300,14 @@ impl PgStore {
         // Items a concurrent claim holds are left to it: they run and finish
         // later, moving only the counters of this (then CANCELLED) batch.
         let canceled = sqlx::query(
-            "UPDATE batch_items SET status = 'CANCELED', error_code = 'batch_cancelled',
-                    error_reason = 'batch was cancelled before this item ran', updated_at = $2
+            "UPDATE batch_items SET status = 'CANCELED', error_code = $3, error_reason = $4, updated_at = $2
              WHERE id IN (SELECT id FROM batch_items WHERE batch_id = $1 AND status = 'APPROVED'
                           FOR UPDATE SKIP LOCKED)",
         )
         .bind(batch_id)
         .bind(now)
+        .bind(plan::CANCELLED_CODE)
+        .bind(plan::CANCELLED_REASON)
         .execute(&mut *tx)
         .await?
         .rows_affected() as i64;
@@ -321,7 +323,7 @@ impl PgStore {
         .await?;
         let done = rows::batch(&row)?;
         if let Some(e) = batch_event(&done) {
-            write_events(&mut tx, vec![e], now).await?;
+            write_events(&mut tx, &[e], now).await?;
         }
         tx.commit().await?;
         Ok(Some(done))

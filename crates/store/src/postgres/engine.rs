@@ -1,18 +1,93 @@
 //! The engine's side of the store: claiming runnable items under a lease,
 //! committing their effects, the retention sweep and the benchmark floor.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use simbatch_core::{BatchMode, Operation, Sim};
+use simbatch_core::{Operation, Sim};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, BATCH_COLS, SIM_COLS};
-use super::{batch_event, db_err, write_events, PendingEvent, PgStore};
+use super::{write_events, write_json, PgStore};
 use crate::crypto::Cipher;
 use crate::model::*;
+use crate::plan::{self, plan_completion};
 use crate::{Result, StoreError};
+
+/// The SIM columns of a plan row, for `jsonb_to_recordset`.
+macro_rules! sim_rec {
+    () => {
+        "v(tenant_id text, iccid text, imsi text, msisdn text, eid text, imei text, status text,
+    subscription_state text, blocked bigint, rate_plan text, supplementary_plans text, services text,
+    apn_status text, custom_field_1 text, custom_field_2 text, custom_field_3 text, custom_field_4 text,
+    custom_field_5 text, ki_enc text, opc_enc text, now bigint)"
+    };
+}
+
+/// Insert the SIMs an order created.
+const INSERT_SIMS: &str = concat!(
+    "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked,
+    rate_plan, supplementary_plans, services, apn_status, custom_field_1, custom_field_2, custom_field_3,
+    custom_field_4, custom_field_5, ki_enc, opc_enc, created_at, updated_at)
+SELECT v.tenant_id, v.iccid, v.imsi, v.msisdn, v.eid, v.imei, v.status, v.subscription_state, v.blocked <> 0,
+    v.rate_plan, v.supplementary_plans, v.services, v.apn_status, v.custom_field_1, v.custom_field_2,
+    v.custom_field_3, v.custom_field_4, v.custom_field_5, v.ki_enc, v.opc_enc, v.now, v.now
+FROM jsonb_to_recordset($1::text::jsonb) AS ", sim_rec!());
+
+/// Update SIMs in full; secrets given on the order replace the stored ones, absent ones are kept.
+const UPDATE_SIMS: &str = concat!(
+    "UPDATE sims s SET imsi = v.imsi, msisdn = v.msisdn, eid = v.eid, imei = v.imei, status = v.status,
+    subscription_state = v.subscription_state, blocked = v.blocked <> 0, rate_plan = v.rate_plan,
+    supplementary_plans = v.supplementary_plans, services = v.services, apn_status = v.apn_status,
+    custom_field_1 = v.custom_field_1, custom_field_2 = v.custom_field_2, custom_field_3 = v.custom_field_3,
+    custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5,
+    ki_enc = COALESCE(v.ki_enc, s.ki_enc), opc_enc = COALESCE(v.opc_enc, s.opc_enc), updated_at = v.now
+FROM jsonb_to_recordset($1::text::jsonb) AS ", sim_rec!(), "
+WHERE s.tenant_id = v.tenant_id AND s.iccid = v.iccid");
+
+/// Status-only SIM updates (the lifecycle verbs).
+const UPDATE_SIM_STATUS: &str = "UPDATE sims s SET status = v.status, updated_at = v.now
+FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, status text, now bigint)
+WHERE s.tenant_id = v.tenant_id AND s.iccid = v.iccid";
+
+const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code,
+    cc_hash_enc, template, state, apn, expires_at, created_at, updated_at)
+SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc, v.template, v.state, v.apn,
+    v.expires_at, v.now, v.now
+FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, matching_id text,
+    activation_code text, cc_hash_enc text, template text, state text, apn text, expires_at bigint, now bigint)";
+
+const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
+    to_status, batch_id, item_id)
+SELECT v.tenant_id, v.iccid, v.at, v.operation, v.from_status, v.to_status, v.batch_id, v.item_id
+FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(j, ord),
+     jsonb_to_record(e.j) AS v(tenant_id text, iccid text, at bigint, operation text, from_status text,
+                               to_status text, batch_id text, item_id bigint)
+ORDER BY e.ord";
+
+const UPDATE_ITEMS: &str = "UPDATE batch_items i SET status = v.status, error_code = v.error_code,
+    error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
+    updated_at = v.now
+FROM jsonb_to_recordset($1::text::jsonb) AS v(id bigint, status text, error_code text,
+    error_reason text, result text, now bigint)
+WHERE i.id = v.id AND i.status = 'PROCESSING' AND i.lease_token = $2
+RETURNING i.id";
+
+const CANCEL_FOLLOWERS: &str = "UPDATE batch_items f SET status = 'CANCELED',
+    error_code = 'preceding_item_failed', error_reason = v.reason, updated_at = $2
+FROM jsonb_to_recordset($1::text::jsonb) AS v(batch_id text, tenant_id text, iccid text, after_id bigint,
+    reason text)
+WHERE f.tenant_id = v.tenant_id AND f.iccid = v.iccid AND f.id > v.after_id AND f.batch_id = v.batch_id
+  AND f.status = 'APPROVED'
+RETURNING f.batch_id";
+
+const UPDATE_COUNTERS: &str = "UPDATE batches b SET processing = b.processing - v.processing_done,
+    completed = b.completed + v.completed, failed = b.failed + v.failed,
+    approved = b.approved - v.canceled, canceled = b.canceled + v.canceled, updated_at = $2
+FROM jsonb_to_recordset($1::text::jsonb) AS v(id text, processing_done bigint, completed bigint,
+    failed bigint, canceled bigint)
+WHERE b.id = v.id";
 
 /// Terminal batch statuses, as an SQL list.
 const TERMINAL: &str = "('COMPLETED', 'PARTIALLY_COMPLETED', 'CANCELLED')";
@@ -63,98 +138,6 @@ fn item_fields(
         fields.extend(rows::json_map(text)?);
     }
     Ok(fields)
-}
-
-/// Column arrays for a set-based write of SIMs.
-#[derive(Default)]
-struct SimArrays {
-    tenant: Vec<String>,
-    iccid: Vec<String>,
-    imsi: Vec<Option<String>>,
-    msisdn: Vec<Option<String>>,
-    eid: Vec<Option<String>>,
-    imei: Vec<Option<String>>,
-    status: Vec<String>,
-    sub: Vec<Option<String>>,
-    blocked: Vec<bool>,
-    rate_plan: Vec<Option<String>>,
-    plans: Vec<String>,
-    services: Vec<String>,
-    apn: Vec<Option<String>>,
-    cf: [Vec<Option<String>>; 5],
-    ki: Vec<Option<String>>,
-    opc: Vec<Option<String>>,
-}
-
-/// The `FROM` clause that reads [`SimArrays`] bound as `$1..$20`.
-const SIM_UNNEST: &str = "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-     $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
-     $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[]) \
-     AS u(tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked, rate_plan, \
-          supplementary_plans, services, apn_status, cf1, cf2, cf3, cf4, cf5, ki_enc, opc_enc)";
-
-impl SimArrays {
-    fn push(&mut self, tenant: &str, sim: &Sim, ki: Option<String>, opc: Option<String>) {
-        self.tenant.push(tenant.to_owned());
-        self.iccid.push(sim.iccid.clone());
-        self.imsi.push(sim.imsi.clone());
-        self.msisdn.push(sim.msisdn.clone());
-        self.eid.push(sim.eid.clone());
-        self.imei.push(sim.imei.clone());
-        self.status.push(sim.status.as_str().to_owned());
-        self.sub
-            .push(sim.subscription_state.map(|s| s.as_str().to_owned()));
-        self.blocked.push(sim.blocked);
-        self.rate_plan.push(sim.rate_plan.clone());
-        self.plans.push(json!(sim.supplementary_plans).to_string());
-        self.services.push(json!(sim.services).to_string());
-        self.apn.push(sim.apn_status.clone());
-        for (n, col) in self.cf.iter_mut().enumerate() {
-            col.push(sim.custom_fields.get(&(n + 1).to_string()).cloned());
-        }
-        self.ki.push(ki);
-        self.opc.push(opc);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.tenant.is_empty()
-    }
-
-    /// Run `sql` (which reads `SIM_UNNEST` and `$21` = now) with these arrays bound.
-    async fn run(self, tx: &mut Transaction<'_, Postgres>, sql: &str, now: i64) -> Result<u64> {
-        let [cf1, cf2, cf3, cf4, cf5] = self.cf;
-        let done = sqlx::query(sql)
-            .bind(self.tenant)
-            .bind(self.iccid)
-            .bind(self.imsi)
-            .bind(self.msisdn)
-            .bind(self.eid)
-            .bind(self.imei)
-            .bind(self.status)
-            .bind(self.sub)
-            .bind(self.blocked)
-            .bind(self.rate_plan)
-            .bind(self.plans)
-            .bind(self.services)
-            .bind(self.apn)
-            .bind(cf1)
-            .bind(cf2)
-            .bind(cf3)
-            .bind(cf4)
-            .bind(cf5)
-            .bind(self.ki)
-            .bind(self.opc)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err("SIM"))?;
-        Ok(done.rows_affected())
-    }
-}
-
-/// Unix milliseconds of a time.
-fn ms(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl PgStore {
@@ -224,26 +207,6 @@ impl PgStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        if !fresh.is_empty() {
-            // Lock the batches in id order, as `complete` does, so concurrent
-            // claims and completions never deadlock on counter updates.
-            sqlx::query(
-                "SELECT id FROM batches WHERE id IN (SELECT batch_id FROM batch_items WHERE id = ANY($1))
-                 ORDER BY id FOR UPDATE",
-            )
-            .bind(&fresh)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE batches b SET approved = b.approved - c.k, processing = b.processing + c.k, updated_at = $2
-                 FROM (SELECT batch_id, count(*) AS k FROM batch_items WHERE id = ANY($1) GROUP BY batch_id) c
-                 WHERE b.id = c.batch_id",
-            )
-            .bind(&fresh)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
         for r in &rows {
             keys.push((r.try_get("tenant_id")?, r.try_get("iccid")?));
@@ -277,11 +240,36 @@ impl PgStore {
             });
         }
         items.sort_by_key(|i| i.id);
+        if !fresh.is_empty() {
+            // The hot batch rows are locked last, just before the commit, and in
+            // id order as `complete` does, so concurrent claims and completions
+            // hold them briefly and never deadlock on counter updates.
+            sqlx::query(
+                "SELECT id FROM batches WHERE id IN (SELECT batch_id FROM batch_items WHERE id = ANY($1))
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&fresh)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE batches b SET approved = b.approved - c.k, processing = b.processing + c.k, updated_at = $2
+                 FROM (SELECT batch_id, count(*) AS k FROM batch_items WHERE id = ANY($1) GROUP BY batch_id) c
+                 WHERE b.id = c.batch_id",
+            )
+            .bind(&fresh)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Claim { token, items })
     }
 
     /// See [`crate::Store::complete`].
+    ///
+    /// The rules live in [`plan_completion`]; this writes its lists, each with
+    /// one statement reading one JSON parameter. The hot `batches` rows are
+    /// locked last, just before the commit, so the lock is held briefly.
     pub(super) async fn complete_impl(
         &self,
         token: &str,
@@ -292,301 +280,109 @@ impl PgStore {
             return Ok(summary);
         }
         let now = now_ms();
-        let ids: Vec<i64> = done.iter().map(|c| c.item.id).collect();
-        let mut tx = self.pool.begin().await?;
-        let kept: HashSet<i64> = sqlx::query_scalar::<_, i64>(
-            "SELECT id FROM batch_items WHERE id = ANY($1) AND status = 'PROCESSING' AND lease_token = $2
-             ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let total = done.len();
         let mut seen = HashSet::new();
-        let work: Vec<&Completion> = done
-            .iter()
-            .filter(|c| kept.contains(&c.item.id) && seen.insert(c.item.id))
+        let done: Vec<Completion> = done
+            .into_iter()
+            .filter(|c| seen.insert(c.item.id))
             .collect();
-        summary.fenced_out = done.len() - work.len();
-        summary.applied = work.len();
-        if work.is_empty() {
+        let mut plan = plan_completion(&self.cipher, &done, now);
+        let mut tx = self.pool.begin().await?;
+        // Fence and item results in one statement: only items whose lease
+        // still carries our token are written (and locked).
+        let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(UPDATE_ITEMS)
+            .bind(Value::Array(std::mem::take(&mut plan.items)).to_string())
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        summary.fenced_out = total - held.len();
+        summary.applied = held.len();
+        if held.is_empty() {
             tx.commit().await?;
             return Ok(summary);
         }
-
-        let mut inserts = SimArrays::default();
-        let mut updates = SimArrays::default();
-        // Profiles.
-        let (mut p_tenant, mut p_iccid, mut p_mid, mut p_ac) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut p_cc, mut p_tpl, mut p_state, mut p_apn, mut p_exp) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::<Option<i64>>::new(),
-        );
-        // History.
-        let (mut h_tenant, mut h_iccid, mut h_op, mut h_from, mut h_to, mut h_batch, mut h_item) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        // Items.
-        let (mut ok_ids, mut ok_results) = (Vec::new(), Vec::new());
-        let (mut bad_ids, mut bad_codes, mut bad_reasons) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut f_batch, mut f_iccid, mut f_seq) = (Vec::new(), Vec::new(), Vec::new());
-        // Counters per batch: completed, failed, canceled followers.
-        let mut counters: BTreeMap<String, [i64; 3]> = BTreeMap::new();
-        let mut events = Vec::new();
-
-        for c in &work {
-            let it = &c.item;
-            let op = it.operation.as_str();
-            let ctr = counters.entry(it.batch_id.clone()).or_default();
-            match &c.result {
-                Ok(out) => {
-                    ctr[0] += 1;
-                    summary.completed += 1;
-                    let (ki, opc) = match &c.sim_secrets {
-                        Some((ki, opc)) => (
-                            ki.as_ref().map(|k| self.cipher.seal("ki", k.as_bytes())),
-                            opc.as_ref().map(|o| self.cipher.seal("opc", o.as_bytes())),
-                        ),
-                        None => (None, None),
-                    };
-                    if out.created {
-                        inserts.push(&it.tenant_id, &out.sim, ki, opc);
-                    } else {
-                        updates.push(&it.tenant_id, &out.sim, ki, opc);
-                    }
-                    if let Some(p) = &out.profile {
-                        p_tenant.push(it.tenant_id.clone());
-                        p_iccid.push(out.sim.iccid.clone());
-                        p_mid.push(p.matching_id.clone());
-                        p_ac.push(p.activation_code.clone());
-                        p_cc.push(p.cc_hash.map(|h| self.cipher.seal("cc_hash", &h)));
-                        p_tpl.push(p.template.clone());
-                        p_state.push(p.state.to_owned());
-                        p_apn.push(p.apn.clone());
-                        p_exp.push(p.expires_at.map(ms));
-                    }
-                    let from = out.from_status.map(|s| s.as_str().to_owned());
-                    let to = out.sim.status.as_str();
-                    h_tenant.push(it.tenant_id.clone());
-                    h_iccid.push(out.sim.iccid.clone());
-                    h_op.push(op.to_owned());
-                    h_from.push(from.clone());
-                    h_to.push(to.to_owned());
-                    h_batch.push(it.batch_id.clone());
-                    h_item.push(it.id);
-                    ok_ids.push(it.id);
-                    ok_results.push(out.result.to_string());
-                    events.push(PendingEvent {
-                        tenant_id: it.tenant_id.clone(),
-                        kind: "order.completed".into(),
-                        data: json!({
-                            "batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
-                            "operation": op, "status": "COMPLETED", "error_code": null,
-                            "error_reason": null, "result": out.result,
-                        }),
-                    });
-                    if out.status_changed() {
-                        events.push(PendingEvent {
-                            tenant_id: it.tenant_id.clone(),
-                            kind: "sim.status_changed".into(),
-                            data: json!({
-                                "iccid": out.sim.iccid, "from": from, "to": to, "operation": op,
-                                "batch_id": it.batch_id, "order_id": it.id,
-                            }),
-                        });
-                    }
-                }
-                Err(fail) => {
-                    ctr[1] += 1;
-                    summary.failed += 1;
-                    bad_ids.push(it.id);
-                    bad_codes.push(fail.code.clone());
-                    bad_reasons.push(fail.reason.clone());
-                    if it.mode == BatchMode::SequentialPerIccid {
-                        f_batch.push(it.batch_id.clone());
-                        f_iccid.push(it.iccid.clone());
-                        f_seq.push(it.seq);
-                    }
-                    events.push(PendingEvent {
-                        tenant_id: it.tenant_id.clone(),
-                        kind: "order.failed".into(),
-                        data: json!({
-                            "batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
-                            "operation": op, "status": "FAILED", "error_code": fail.code,
-                            "error_reason": fail.reason, "result": null,
-                        }),
-                    });
-                }
-            }
+        if held.len() < done.len() {
+            let kept: Vec<Completion> = done
+                .into_iter()
+                .filter(|c| held.contains(&c.item.id))
+                .collect();
+            plan = plan_completion(&self.cipher, &kept, now);
         }
-
-        if !inserts.is_empty() {
-            let sql = format!(
-                "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked,
-                                   rate_plan, supplementary_plans, services, apn_status, custom_field_1,
-                                   custom_field_2, custom_field_3, custom_field_4, custom_field_5, ki_enc, opc_enc,
-                                   created_at, updated_at)
-                 SELECT u.tenant_id, u.iccid, u.imsi, u.msisdn, u.eid, u.imei, u.status, u.subscription_state,
-                        u.blocked, u.rate_plan, u.supplementary_plans, u.services, u.apn_status, u.cf1, u.cf2,
-                        u.cf3, u.cf4, u.cf5, u.ki_enc, u.opc_enc, $21, $21
-                 FROM {SIM_UNNEST}"
-            );
-            inserts.run(&mut tx, &sql, now).await?;
-        }
-        if !updates.is_empty() {
-            let sql = format!(
-                "UPDATE sims s SET imsi = u.imsi, msisdn = u.msisdn, eid = u.eid, imei = u.imei, status = u.status,
-                        subscription_state = u.subscription_state, blocked = u.blocked, rate_plan = u.rate_plan,
-                        supplementary_plans = u.supplementary_plans, services = u.services,
-                        apn_status = u.apn_status, custom_field_1 = u.cf1, custom_field_2 = u.cf2,
-                        custom_field_3 = u.cf3, custom_field_4 = u.cf4, custom_field_5 = u.cf5,
-                        ki_enc = COALESCE(u.ki_enc, s.ki_enc), opc_enc = COALESCE(u.opc_enc, s.opc_enc),
-                        updated_at = $21
-                 FROM {SIM_UNNEST}
-                 WHERE s.tenant_id = u.tenant_id AND s.iccid = u.iccid"
-            );
-            updates.run(&mut tx, &sql, now).await?;
-        }
-        if !p_tenant.is_empty() {
-            sqlx::query(
-                "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc, template, state,
-                                       apn, expires_at, created_at, updated_at)
-                 SELECT u.*, $10, $10 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                                  $6::text[], $7::text[], $8::text[], $9::bigint[]) AS u",
-            )
-            .bind(p_tenant)
-            .bind(p_iccid)
-            .bind(p_mid)
-            .bind(p_ac)
-            .bind(p_cc)
-            .bind(p_tpl)
-            .bind(p_state)
-            .bind(p_apn)
-            .bind(p_exp)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("profile"))?;
-        }
-        if !h_tenant.is_empty() {
-            sqlx::query(
-                "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status, batch_id, item_id)
-                 SELECT u.tenant_id, u.iccid, $8, u.operation, u.from_status, u.to_status, u.batch_id, u.item_id
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
-                      WITH ORDINALITY AS u(tenant_id, iccid, operation, from_status, to_status, batch_id, item_id, ord)
-                 ORDER BY u.ord",
-            )
-            .bind(h_tenant)
-            .bind(h_iccid)
-            .bind(h_op)
-            .bind(h_from)
-            .bind(h_to)
-            .bind(h_batch)
-            .bind(h_item)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !ok_ids.is_empty() {
-            sqlx::query(
-                "UPDATE batch_items i SET status = 'COMPLETED', result = u.result, lease_token = NULL,
-                        lease_until = NULL, updated_at = $3
-                 FROM UNNEST($1::bigint[], $2::text[]) AS u(id, result) WHERE i.id = u.id",
-            )
-            .bind(ok_ids)
-            .bind(ok_results)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !bad_ids.is_empty() {
-            sqlx::query(
-                "UPDATE batch_items i SET status = 'FAILED', error_code = u.code, error_reason = u.reason,
-                        lease_token = NULL, lease_until = NULL, updated_at = $4
-                 FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS u(id, code, reason) WHERE i.id = u.id",
-            )
-            .bind(bad_ids)
-            .bind(bad_codes)
-            .bind(bad_reasons)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !f_batch.is_empty() {
-            let canceled: Vec<String> = sqlx::query_scalar(
-                "UPDATE batch_items f SET status = 'CANCELED', error_code = 'preceding_item_failed',
-                        error_reason = 'not run: item ' || u.seq || ' for this ICCID failed', updated_at = $4
-                 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(batch_id, iccid, seq)
-                 WHERE f.batch_id = u.batch_id AND f.iccid = u.iccid AND f.seq > u.seq AND f.status = 'APPROVED'
-                 RETURNING f.batch_id",
-            )
-            .bind(f_batch)
-            .bind(f_iccid)
-            .bind(f_seq)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
+        write_json(&mut tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
+        write_json(&mut tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;
+        write_json(&mut tx, UPDATE_SIM_STATUS, &plan.status_updates, "SIM").await?;
+        write_json(&mut tx, INSERT_PROFILES, &plan.profiles, "profile").await?;
+        write_json(&mut tx, INSERT_HISTORY, &plan.history, "history").await?;
+        summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
+        summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
+        // Sequential batches: a failure leaves that ICCID's later items unexecuted.
+        if !plan.followers.is_empty() {
+            let rows: Vec<Value> = plan
+                .followers
+                .iter()
+                .map(|f| {
+                    json!({"batch_id": f.batch_id, "tenant_id": f.tenant_id, "iccid": f.iccid,
+                           "after_id": f.after_id, "reason": plan::follower_reason(f.seq)})
+                })
+                .collect();
+            let canceled: Vec<String> = sqlx::query_scalar(CANCEL_FOLLOWERS)
+                .bind(Value::Array(rows).to_string())
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
             summary.canceled = canceled.len();
             for b in canceled {
-                counters.entry(b).or_default()[2] += 1;
+                if let Some(d) = plan.deltas.get_mut(&b) {
+                    d.canceled += 1;
+                }
             }
         }
+        // The item events go in before the batch rows are locked.
+        let mut events = std::mem::take(&mut plan.events);
+        write_events(&mut tx, &events, now).await?;
+        events.clear();
 
-        // Counters, then the batches that are now done.
-        let batch_ids: Vec<String> = counters.keys().cloned().collect();
-        sqlx::query("SELECT id FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&batch_ids)
+        // Counters, then the batches that are now done. Batches are locked in
+        // id order (as `claim` does), so concurrent transactions never deadlock.
+        let batch_ids: Vec<&String> = plan.deltas.keys().collect();
+        let ids_json = serde_json::to_string(&batch_ids).unwrap_or_default();
+        sqlx::query("SELECT id FROM batches WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb)) ORDER BY id FOR UPDATE")
+            .bind(&ids_json)
             .execute(&mut *tx)
             .await?;
-        let (mut c_done, mut c_failed, mut c_canceled) = (Vec::new(), Vec::new(), Vec::new());
-        for v in counters.values() {
-            c_done.push(v[0]);
-            c_failed.push(v[1]);
-            c_canceled.push(v[2]);
-        }
-        sqlx::query(
-            "UPDATE batches b SET processing = b.processing - (u.done + u.failed), completed = b.completed + u.done,
-                    failed = b.failed + u.failed, approved = b.approved - u.canceled,
-                    canceled = b.canceled + u.canceled, updated_at = $5
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(id, done, failed, canceled)
-             WHERE b.id = u.id",
-        )
-        .bind(&batch_ids)
-        .bind(c_done)
-        .bind(c_failed)
-        .bind(c_canceled)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let deltas: Vec<Value> = plan
+            .deltas
+            .iter()
+            .map(|(id, d)| {
+                json!({"id": id, "processing_done": d.processing_done, "completed": d.completed,
+                       "failed": d.failed, "canceled": d.canceled})
+            })
+            .collect();
+        sqlx::query(UPDATE_COUNTERS)
+            .bind(Value::Array(deltas).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         let finished = sqlx::query(&format!(
             "UPDATE batches SET status = CASE WHEN rejected = 0 AND failed = 0 AND canceled = 0
                                               THEN 'COMPLETED' ELSE 'PARTIALLY_COMPLETED' END,
                     completed_at = $2, updated_at = $2
-             WHERE id = ANY($1) AND status = 'PROCESSING' AND approved = 0 AND processing = 0
+             WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb))
+               AND status = 'PROCESSING' AND approved = 0 AND processing = 0
              RETURNING {BATCH_COLS}"
         ))
-        .bind(&batch_ids)
+        .bind(&ids_json)
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         for r in &finished {
             let b = rows::batch(r)?;
-            events.extend(batch_event(&b));
+            events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        write_events(&mut tx, events, now).await?;
+        write_events(&mut tx, &events, now).await?;
         tx.commit().await?;
         Ok(summary)
     }

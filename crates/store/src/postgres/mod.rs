@@ -9,7 +9,8 @@
 //! - [`webhooks`]: endpoints, due deliveries and the delivery log.
 //!
 //! Every query is runtime-checked (`sqlx::query`), every write of many rows is
-//! one set-based statement (`UNNEST` of arrays), and every use case owns its
+//! one set-based statement (one JSON array parameter read with
+//! `jsonb_to_recordset`, or `UNNEST` of arrays), and every use case owns its
 //! transaction.
 
 mod batches;
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use crate::crypto::Cipher;
 use crate::model::*;
+use crate::plan::EventWrite;
 use crate::{Result, Store, StoreError};
 
 /// The PostgreSQL store: a pool and the master-key cipher.
@@ -67,62 +69,43 @@ pub(crate) fn page(limit: i64) -> i64 {
     limit.max(0)
 }
 
-/// One outbox event waiting to be written.
-pub(crate) struct PendingEvent {
-    pub tenant_id: String,
-    pub kind: String,
-    pub data: Value,
+/// Run `sql` with the rows bound as `$1`, one JSON array. `sql` reads them with
+/// `jsonb_to_recordset($1::text::jsonb) AS v(<col> <type>, …)` (or
+/// `jsonb_array_elements … WITH ORDINALITY` when insertion order matters), so
+/// every list is one statement and one round trip. Extra parameters follow.
+pub(crate) async fn write_json(
+    tx: &mut Transaction<'_, Postgres>,
+    sql: &str,
+    rows: &[Value],
+    what: &str,
+) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let json = serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let done = sqlx::query(sql)
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err(what))?;
+    Ok(done.rows_affected())
 }
 
-/// The payload of a `batch.*` terminal event.
-pub(crate) fn batch_event(b: &BatchRecord) -> Option<PendingEvent> {
-    let kind = b.status.event_type()?;
-    Some(PendingEvent {
-        tenant_id: b.tenant_id.clone(),
-        kind: kind.to_owned(),
-        data: json!({
-            "batch_id": b.id,
-            "status": b.status.as_str(),
-            "counts": b.counts,
-            "source": b.source,
-            "external_ref": b.external_ref,
-        }),
-    })
-}
+/// Insert outbox events, in order, with one statement.
+const INSERT_EVENTS: &str = "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
+SELECT v.event_id, v.tenant_id, v.type, v.created_at, v.data
+FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(j, ord),
+     jsonb_to_record(e.j) AS v(event_id text, tenant_id text, type text, created_at bigint, data text)
+ORDER BY e.ord";
 
 /// Write events to the outbox, in order, with one statement.
 pub(crate) async fn write_events(
     tx: &mut Transaction<'_, Postgres>,
-    events: Vec<PendingEvent>,
+    events: &[EventWrite],
     now: i64,
 ) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::with_capacity(events.len());
-    let mut tenants = Vec::with_capacity(events.len());
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut datas = Vec::with_capacity(events.len());
-    for e in events {
-        ids.push(uuid::Uuid::new_v4().to_string());
-        tenants.push(e.tenant_id);
-        kinds.push(e.kind);
-        datas.push(e.data.to_string());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
-         SELECT u.event_id, u.tenant_id, u.type, $5, u.data
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
-              WITH ORDINALITY AS u(event_id, tenant_id, type, data, ord)
-         ORDER BY u.ord",
-    )
-    .bind(ids)
-    .bind(tenants)
-    .bind(kinds)
-    .bind(datas)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    let rows: Vec<Value> = events.iter().map(|e| e.row(now)).collect();
+    write_json(tx, INSERT_EVENTS, &rows, "event").await?;
     Ok(())
 }
 
