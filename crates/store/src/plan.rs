@@ -83,6 +83,14 @@ pub struct FollowerCancel {
     pub seq: i64,
 }
 
+impl FollowerCancel {
+    /// The JSON row the SQL reads.
+    pub fn row(&self, now: i64) -> Value {
+        json!({"batch_id": self.batch_id, "tenant_id": self.tenant_id, "iccid": self.iccid,
+               "after_id": self.after_id, "reason": follower_reason(self.seq), "now": now})
+    }
+}
+
 /// An outbox event to insert.
 #[derive(Debug, Clone)]
 pub struct EventWrite {

@@ -319,14 +319,7 @@ impl PgStore {
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
         if !plan.followers.is_empty() {
-            let rows: Vec<Value> = plan
-                .followers
-                .iter()
-                .map(|f| {
-                    json!({"batch_id": f.batch_id, "tenant_id": f.tenant_id, "iccid": f.iccid,
-                           "after_id": f.after_id, "reason": plan::follower_reason(f.seq)})
-                })
-                .collect();
+            let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
             let canceled: Vec<String> = sqlx::query_scalar(CANCEL_FOLLOWERS)
                 .bind(Value::Array(rows).to_string())
                 .bind(now)

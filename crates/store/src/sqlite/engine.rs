@@ -297,26 +297,12 @@ impl SqliteStore {
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
-        for f in &plan.followers {
-            let n = sqlx::query(
-                "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed', error_reason = ?1,
-                        updated_at = ?2
-                 WHERE tenant_id = ?3 AND iccid = ?4 AND id > ?5 AND batch_id = ?6
-                   AND status IN ('APPROVED', 'PROCESSING') AND status = 'APPROVED'",
-            )
-            .bind(plan::follower_reason(f.seq))
-            .bind(now)
-            .bind(&f.tenant_id)
-            .bind(&f.iccid)
-            .bind(f.after_id)
-            .bind(&f.batch_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected() as i64;
-            if let Some(d) = plan.deltas.get_mut(&f.batch_id) {
-                d.canceled += n;
+        let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
+        for batch_id in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
+            if let Some(d) = plan.deltas.get_mut(&batch_id) {
+                d.canceled += 1;
             }
-            summary.canceled += n as usize;
+            summary.canceled += 1;
         }
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
@@ -361,20 +347,25 @@ impl SqliteStore {
 /// Most bound parameters per statement (SQLite allows 32,766).
 const MAX_PARAMS: usize = 32_000;
 
-/// Run `sql` over the rows as a CTE `v(<keys>)` of bound `VALUES`, in as few
-/// statements as the parameter limit allows. Every row is a JSON object with
-/// the same keys (the shared completion plan builds them).
-pub(super) async fn write_rows(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &str,
-    rows: &[Value],
-) -> Result<()> {
-    let Some(Value::Object(first)) = rows.first() else {
-        return Ok(());
+/// Build `sql` over the rows as a CTE `v(<keys>)` of bound `VALUES`, one
+/// statement per chunk that fits the parameter limit. Every row is a JSON
+/// object with the same keys (the shared completion plan builds them).
+fn statements<'a>(
+    sql: &'a str,
+    rows: &'a [Value],
+) -> impl Iterator<Item = QueryBuilder<'a, Sqlite>> + 'a {
+    let keys: Vec<String> = match rows.first() {
+        Some(Value::Object(first)) => first.keys().cloned().collect(),
+        _ => Vec::new(),
     };
-    let keys: Vec<String> = first.keys().cloned().collect();
-    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-    for chunk in rows.chunks((MAX_PARAMS / keys.len().max(1)).max(1)) {
+    let per = (MAX_PARAMS / keys.len().max(1)).max(1);
+    let chunks = if keys.is_empty() {
+        [].chunks(1)
+    } else {
+        rows.chunks(per)
+    };
+    chunks.map(move |chunk| {
+        let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
         let mut q = QueryBuilder::<Sqlite>::new(format!("WITH v({}) AS (", quoted.join(", ")));
         q.push_values(chunk, |mut b, row| {
             for k in &keys {
@@ -391,12 +382,38 @@ pub(super) async fn write_rows(
             }
         });
         q.push(") ").push(sql);
+        q
+    })
+}
+
+/// Run `sql` over the rows (see [`statements`]).
+pub(super) async fn write_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &str,
+    rows: &[Value],
+) -> Result<()> {
+    for mut q in statements(sql, rows) {
         q.build()
             .execute(&mut **tx)
             .await
             .map_err(super::conflict)?;
     }
     Ok(())
+}
+
+/// Run `sql` over the rows and collect the first column it returns.
+async fn fetch_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &str,
+    rows: &[Value],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for mut q in statements(sql, rows) {
+        for r in q.build().fetch_all(&mut **tx).await? {
+            out.push(r.try_get(0)?);
+        }
+    }
+    Ok(out)
 }
 
 async fn write_sims(
@@ -433,6 +450,15 @@ const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid
     custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5, updated_at = v.now
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
+
+/// Later APPROVED items of a failed item's ICCID in a sequential batch.
+const CANCEL_FOLLOWERS: &str = "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed',
+    error_reason = v.reason, updated_at = v.now
+FROM v
+WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND batch_items.id > v.after_id
+  AND batch_items.batch_id = v.batch_id AND batch_items.status IN ('APPROVED', 'PROCESSING')
+  AND batch_items.status = 'APPROVED'
+RETURNING batch_items.batch_id";
 
 const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = v.now
 FROM v
