@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// Upload format.
     #[arg(long, default_value = "ndjson", value_parser = ["ndjson", "csv"])]
     format: String,
-    /// Worker loops (default: 1 on SQLite, 4 on PostgreSQL).
+    /// Worker loops (default: 1 on SQLite, 2 on PostgreSQL).
     #[arg(long)]
     workers: Option<usize>,
     /// Skip the SQL floor run.

@@ -110,7 +110,7 @@ pub struct ServeArgs {
     /// Days to keep finished batches.
     #[arg(long, env = "SIMBATCH_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
-    /// Worker loops (default: 1 on SQLite, 4 on PostgreSQL).
+    /// Worker loops (default: 1 on SQLite, 2 on PostgreSQL).
     #[arg(long, env = "SIMBATCH_WORKERS")]
     pub workers: Option<usize>,
     /// Serve the API only; run no workers, sweeper or webhook dispatcher.
