@@ -10,8 +10,14 @@ use crate::crypto::Cipher;
 /// Server the PostgreSQL tests use unless `SIMBATCH_TEST_PG` says otherwise.
 pub const DEFAULT_TEST_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Create a uniquely named, empty database (`simbatch_t_<uuid>`) on the server
-/// named by `SIMBATCH_TEST_PG` and return its URL.
+/// Test databases older than this are dropped by the next test process.
+const STALE_AFTER_SECS: u64 = 3600;
+
+/// Create a uniquely named, empty database (`simbatch_t_<unix secs>_<uuid>`) on
+/// the server named by `SIMBATCH_TEST_PG` and return its URL. The first call in
+/// a process also drops test databases older than an hour, so runs do not pile
+/// up databases on a developer's server; younger ones may belong to a run in
+/// progress and are left alone.
 ///
 /// # Panics
 /// When PostgreSQL is unreachable or the database cannot be created: tests
@@ -24,12 +30,48 @@ pub async fn fresh_postgres_url() -> String {
              Start PostgreSQL or point SIMBATCH_TEST_PG at a server where we may create databases."
         )
     });
-    let name = format!("simbatch_t_{}", uuid::Uuid::new_v4().simple());
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT.get_or_init(|| drop_stale(&mut conn)).await;
+    let name = format!(
+        "simbatch_t_{}_{}",
+        unix_secs(),
+        uuid::Uuid::new_v4().simple()
+    );
     conn.execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name} on {base}: {e}"));
     let _ = conn.close().await;
     with_database(&base, &name)
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Best effort: drop `simbatch_t_<secs>_…` databases created over an hour ago.
+async fn drop_stale(conn: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'simbatch\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_secs().saturating_sub(STALE_AFTER_SECS);
+    for name in names {
+        let created = name
+            .strip_prefix("simbatch_t_")
+            .and_then(|r| r.split('_').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        // Names without a timestamp come from older versions of this helper: stale too.
+        if created.is_none_or(|t| t < cutoff)
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
 }
 
 /// `base` with its database name replaced by `name` (query string kept).
