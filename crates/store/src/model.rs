@@ -35,6 +35,25 @@ pub struct NewKey {
     pub token: String,
 }
 
+impl NewKey {
+    /// Fresh key material for `tenant`: `sk_` + 16 hex id, 64 hex secret.
+    pub fn generate(tenant: &str) -> Self {
+        let key_id = format!("sk_{}", crate::crypto::random_hex(8));
+        let secret = crate::crypto::random_hex(32);
+        Self {
+            tenant: tenant.to_owned(),
+            token: format!("{key_id}.{secret}"),
+            key_id,
+            secret,
+        }
+    }
+
+    /// What is stored in place of the secret.
+    pub fn secret_hash(&self) -> String {
+        crate::crypto::hash_secret(&self.secret)
+    }
+}
+
 /// A key as listed: never the secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
@@ -59,6 +78,19 @@ pub struct TemplateInfo {
     pub sha256: String,
     /// Creation time.
     pub created_at: i64,
+}
+
+impl TemplateInfo {
+    /// Describe a template about to be stored.
+    pub fn describe(name: &str, content: &[u8]) -> Self {
+        use sha2::Digest;
+        Self {
+            name: name.to_owned(),
+            size: content.len() as i64,
+            sha256: hex::encode(sha2::Sha256::digest(content)),
+            created_at: now_ms(),
+        }
+    }
 }
 
 /// What a new batch is.

@@ -3,12 +3,11 @@
 
 use std::collections::HashSet;
 
-use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, SIM_COLS};
 use super::{db_err, page, PgStore};
-use crate::crypto::{hash_secret, random_hex};
+use crate::crypto::hash_secret;
 use crate::model::*;
 use crate::Result;
 
@@ -28,24 +27,18 @@ async fn insert_key(tx: &mut Transaction<'_, Postgres>, tenant_name: &str) -> Re
         .bind(tenant_name)
         .fetch_one(&mut **tx)
         .await?;
-    let key_id = format!("sk_{}", random_hex(8));
-    let secret = random_hex(32);
+    let key = NewKey::generate(tenant_name);
     sqlx::query(
         "INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
     )
-    .bind(&key_id)
+    .bind(&key.key_id)
     .bind(&tenant_id)
-    .bind(hash_secret(&secret))
+    .bind(key.secret_hash())
     .bind(now)
     .execute(&mut **tx)
     .await
     .map_err(db_err("key"))?;
-    Ok(NewKey {
-        tenant: tenant_name.to_owned(),
-        token: format!("{key_id}.{secret}"),
-        key_id,
-        secret,
-    })
+    Ok(key)
 }
 
 impl PgStore {
@@ -151,12 +144,7 @@ impl PgStore {
         name: &str,
         content: &[u8],
     ) -> Result<TemplateInfo> {
-        let info = TemplateInfo {
-            name: name.to_owned(),
-            size: content.len() as i64,
-            sha256: hex::encode(Sha256::digest(content)),
-            created_at: now_ms(),
-        };
+        let info = TemplateInfo::describe(name, content);
         sqlx::query("INSERT INTO templates (name, content, size, sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&info.name)
             .bind(content)

@@ -1,10 +1,9 @@
 //! Tenants, keys, templates, SIM listing, webhooks and idempotency on SQLite.
 
-use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{conflict, rows, SqliteStore};
-use crate::crypto::{hash_secret, new_webhook_secret, random_hex};
+use crate::crypto::{hash_secret, new_webhook_secret};
 use crate::*;
 
 impl SqliteStore {
@@ -105,12 +104,7 @@ impl SqliteStore {
         name: &str,
         content: &[u8],
     ) -> Result<TemplateInfo> {
-        let info = TemplateInfo {
-            name: name.to_owned(),
-            size: content.len() as i64,
-            sha256: hex::encode(Sha256::digest(content)),
-            created_at: now_ms(),
-        };
+        let info = TemplateInfo::describe(name, content);
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO templates (name, content, size, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(name)
@@ -415,23 +409,17 @@ async fn create_key_in(
         .bind(tenant_name)
         .fetch_one(&mut **tx)
         .await?;
-    let key_id = format!("sk_{}", random_hex(8));
-    let secret = random_hex(32);
+    let key = NewKey::generate(tenant_name);
     sqlx::query(
         "INSERT INTO api_keys (key_id, tenant_id, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
     )
-    .bind(&key_id)
+    .bind(&key.key_id)
     .bind(&tenant_id)
-    .bind(hash_secret(&secret))
+    .bind(key.secret_hash())
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(NewKey {
-        tenant: tenant_name.to_owned(),
-        token: format!("{key_id}.{secret}"),
-        key_id,
-        secret,
-    })
+    Ok(key)
 }
 
 /// Compare two byte strings in time independent of where they differ.
