@@ -344,6 +344,15 @@ impl Service {
         Ok(paginate(rows, limit, |i| i.seq.to_string()))
     }
 
+    /// One order (item) by its global id, the order id dialects show.
+    pub async fn get_order(&self, tenant: &Tenant, id: i64) -> Result<ItemRecord, ServiceError> {
+        self.store
+            .get_item(&tenant.id, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ServiceError::NotFound("order".into()))
+    }
+
     /// Cancel a batch; `Conflict` if it is already terminal.
     pub async fn cancel(&self, tenant: &Tenant, id: &str) -> Result<BatchRecord, ServiceError> {
         if !valid_id(id) {

@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
         batch_id: &str,
         filter: &ItemFilter,
     ) -> Result<Vec<ItemRecord>>;
+    /// One item by its global id (the order id), if it belongs to the tenant.
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>>;
     /// Cancel: unclaimed items become CANCELED, the batch CANCELLED. None if unknown.
     /// `State` if the batch is already terminal.
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;

@@ -159,6 +159,8 @@ pub struct NewItem {
 /// An item as shown to clients (never secrets).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemRecord {
+    /// Global item id, in submission order: the order id dialects show.
+    pub id: i64,
     /// Owning batch.
     pub batch_id: String,
     /// 0-based position in the batch.

@@ -104,6 +104,7 @@ conformance!(
     bench_floor_activate,
     profiles_and_confirmation_codes,
     concurrent_claims_are_disjoint,
+    get_item_by_order_id,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1194,6 +1195,8 @@ async fn tenant_isolation(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
     assert!(all_items(&store, &b, &batch_a.id).await.is_empty());
+    let item_a = all_items(&store, &a, &batch_a.id).await.remove(0);
+    assert!(store.get_item(&b, item_a.id).await.unwrap().is_none());
     assert!(store.get_sim(&b, &iccid(1)).await.unwrap().is_none());
     assert!(store
         .list_sims(
@@ -1902,4 +1905,30 @@ async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {
             .count(),
         1
     );
+}
+
+/// `get_item` finds an item by its global id (the order id dialects show),
+/// equal to what `list_items` returns, and nothing for unknown ids.
+async fn get_item_by_order_id(store: Arc<dyn Store>) {
+    let t = tenant(&store, "orders").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let listed = all_items(&store, &t, &b.id).await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].id < listed[1].id, "ids follow submission order");
+    for it in &listed {
+        let got = store.get_item(&t, it.id).await.unwrap().unwrap();
+        assert_eq!(&got, it);
+    }
+    run_all(&store).await;
+    let done = store.get_item(&t, listed[1].id).await.unwrap().unwrap();
+    assert_eq!(done.status, ItemStatus::Completed);
+    assert!(store.get_item(&t, i64::MAX).await.unwrap().is_none());
+    assert!(store.get_item(&t, -1).await.unwrap().is_none());
 }

@@ -18,7 +18,7 @@ pub(crate) const BATCH_COLS: &str = "id, tenant_id, operation, mode, status, sou
 
 /// Columns of `batch_items` that [`item`] reads.
 pub(crate) const ITEM_COLS: &str =
-    "batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
+    "id, batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
 
 /// Columns of `sims` that [`sim_record`] reads (never secrets).
 pub(crate) const SIM_COLS: &str = "tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked, \
@@ -89,6 +89,7 @@ pub(crate) fn item(r: &PgRow) -> Result<ItemRecord> {
     let status: &str = r.try_get("status")?;
     let result: Option<String> = r.try_get("result")?;
     Ok(ItemRecord {
+        id: r.try_get("id")?,
         batch_id: r.try_get("batch_id")?,
         seq: r.try_get("seq")?,
         iccid: r.try_get("iccid")?,

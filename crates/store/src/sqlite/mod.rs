@@ -173,6 +173,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ItemRecord>> {
         self.list_items_impl(tenant_id, batch_id, filter).await
     }
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>> {
+        self.get_item_impl(tenant_id, item_id).await
+    }
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
         self.cancel_batch_impl(tenant_id, batch_id).await
     }
