@@ -83,9 +83,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(problem_everywhere))
         // Dialects render their own vendor error bodies: outside the problem+json layer.
-        .merge(dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        )))
+        .merge(
+            dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            )),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -19,9 +19,7 @@ use crate::AppState;
 
 /// Every dialect's routes, each under its own prefix.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .merge(ecc::router())
-        .merge(smarthub::router())
+    Router::new().merge(ecc::router()).merge(smarthub::router())
 }
 
 /// Format Unix milliseconds with a `time` format description (UTC).

@@ -155,8 +155,14 @@ async fn push_request(
     raw: &Value,
 ) -> Result<(), EccError> {
     let Value::Object(r) = raw else {
-        w.push_refused(Map::new(), refusal(REFUSED, "Invalid request: each request must be a JSON object"))
-            .await?;
+        w.push_refused(
+            Map::new(),
+            refusal(
+                REFUSED,
+                "Invalid request: each request must be a JSON object",
+            ),
+        )
+        .await?;
         return Ok(());
     };
     let mut fields = Map::new();
@@ -186,7 +192,10 @@ async fn push_request(
             .keys()
             .find(|k| !["method", "resource", "body", "requestid"].contains(&k.as_str()))
         {
-            return Err(format!("Unknown parameter {} in request", k.chars().take(64).collect::<String>()));
+            return Err(format!(
+                "Unknown parameter {} in request",
+                k.chars().take(64).collect::<String>()
+            ));
         }
         request::translate(&method, &resource, &body)
     });
@@ -199,7 +208,8 @@ async fn push_request(
     };
     let names_iccid = matches!(t.selector, None | Some(Selector::Iccid(_)));
     if multi && !names_iccid {
-        let info = "Missing iccid: every request of a multi batch must name its subscription by iccid";
+        let info =
+            "Missing iccid: every request of a multi batch must name its subscription by iccid";
         w.push_refused(fields, refusal(REFUSED, info)).await?;
         return Ok(());
     }
@@ -216,7 +226,10 @@ async fn push_request(
             }
         }
     }
-    fields.insert("operation".into(), Value::String(t.operation.as_str().into()));
+    fields.insert(
+        "operation".into(),
+        Value::String(t.operation.as_str().into()),
+    );
     w.push(fields).await?;
     Ok(())
 }
@@ -244,7 +257,10 @@ pub async fn submit(
     body: Bytes,
 ) -> Result<Response, EccError> {
     let obj = json_object(&body)?;
-    if let Some(k) = obj.keys().find(|k| !["type", "requests"].contains(&k.as_str())) {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["type", "requests"].contains(&k.as_str()))
+    {
         return Err(EccError::bad_request(format!(
             "Unknown parameter {} in body",
             k.chars().take(64).collect::<String>()
@@ -305,7 +321,9 @@ pub async fn submit(
         }
     }
     let report = w.finish().await?;
-    let batch = report.batch.ok_or_else(|| EccError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"))?;
+    let batch = report
+        .batch
+        .ok_or_else(|| EccError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"))?;
     let items = all_items(&st, &tenant, &batch.id).await?;
     Ok((StatusCode::ACCEPTED, Json(render_batch(&batch, &items))).into_response())
 }

@@ -82,8 +82,10 @@ pub fn render(t: EventType, e: &Event) -> Option<Value> {
             } else {
                 "PARTIALLY_COMPLETED"
             };
-            Some(json!({"sequence-number": e.seq, "batchid": d["batch_id"], "status": status,
-                        "time": time, "type": "BatchEventInfo"}))
+            Some(
+                json!({"sequence-number": e.seq, "batchid": d["batch_id"], "status": status,
+                        "time": time, "type": "BatchEventInfo"}),
+            )
         }
         (EventType::Order, "order.completed" | "order.failed") => {
             let code = d["error_code"].as_str().unwrap_or("");
@@ -119,7 +121,10 @@ fn etag(t: EventType, cursor: i64) -> String {
 fn parse_etag(t: EventType, v: &str) -> Option<i64> {
     let v = v.trim().trim_start_matches("W/").trim_matches('"');
     let (name, seq) = v.rsplit_once('-')?;
-    (name == t.name()).then(|| seq.parse().ok()).flatten().filter(|s: &i64| *s >= 0)
+    (name == t.name())
+        .then(|| seq.parse().ok())
+        .flatten()
+        .filter(|s: &i64| *s >= 0)
 }
 
 fn number(q: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u64>, EccError> {
@@ -155,7 +160,11 @@ pub async fn list(
         ))
     })?;
     let limit = match number(&q, "limit", MAX_LIMIT as u64)? {
-        Some(0) => return Err(EccError::bad_request("Invalid limit parameter: must be from 1 to 100")),
+        Some(0) => {
+            return Err(EccError::bad_request(
+                "Invalid limit parameter: must be from 1 to 100",
+            ))
+        }
         Some(n) => n as usize,
         None => DEFAULT_LIMIT,
     };
@@ -174,7 +183,11 @@ pub async fn list(
     let mut pages = 0;
     'scan: loop {
         let now = tokio::time::Instant::now();
-        let wait = if out.is_empty() { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+        let wait = if out.is_empty() {
+            deadline.saturating_duration_since(now)
+        } else {
+            Duration::ZERO
+        };
         let page = st.service.events(&tenant, cursor, SCAN_PAGE, wait).await?;
         pages += 1;
         let n = page.data.len() as i64;
@@ -193,7 +206,8 @@ pub async fn list(
             break;
         }
     }
-    let tag = HeaderValue::from_str(&etag(t, cursor)).map_err(|_| EccError::bad_request("Invalid position"))?;
+    let tag = HeaderValue::from_str(&etag(t, cursor))
+        .map_err(|_| EccError::bad_request("Invalid position"))?;
     if out.is_empty() && (long_poll.is_some() || if_none_match.is_some()) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         resp.headers_mut().insert(ETAG, tag);
@@ -213,6 +227,9 @@ mod tests {
         let e = etag(EventType::StateChange, 42);
         assert_eq!(parse_etag(EventType::StateChange, &e), Some(42));
         assert_eq!(parse_etag(EventType::Order, &e), None);
-        assert_eq!(parse_etag(EventType::Order, "\"9f3b76784171ed59bc1df0bb9964f1df\""), None);
+        assert_eq!(
+            parse_etag(EventType::Order, "\"9f3b76784171ed59bc1df0bb9964f1df\""),
+            None
+        );
     }
 }

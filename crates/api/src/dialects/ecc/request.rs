@@ -36,7 +36,10 @@ impl Selector {
             .split_once(':')
             .ok_or_else(|| format!("Invalid subscription reference '{}': use {{type}}:{{id}} with type iccid, msisdn or imsi", clip(s)))?;
         let id = id.trim();
-        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
+        if id.is_empty()
+            || id.len() > 32
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+')
+        {
             return Err(format!("Invalid {} '{}'", clip(kind), clip(id)));
         }
         let id = id.trim_start_matches('+').to_owned();
@@ -123,7 +126,11 @@ pub fn translate(
                 return Err("Missing iccid parameter in body".into());
             }
             for (k, v) in body {
-                let name = if k == "subscription-type" { "rate_plan" } else { k.as_str() };
+                let name = if k == "subscription-type" {
+                    "rate_plan"
+                } else {
+                    k.as_str()
+                };
                 fields.insert(name.to_owned(), v.clone());
             }
             (Operation::CreateSubscription, None)
@@ -157,14 +164,15 @@ pub fn translate(
                 match list {
                     Value::Array(mut l) if l.len() == 1 && body.is_empty() => match l.remove(0) {
                         Value::Object(o) => body = o,
-                        _ => return Err("Invalid services parameter in body: each service must be an object".into()),
-                    },
-                    _ => {
-                        return Err(
-                            "Invalid services parameter in body: a batch request assigns one service"
+                        _ => return Err(
+                            "Invalid services parameter in body: each service must be an object"
                                 .into(),
-                        )
-                    }
+                        ),
+                    },
+                    _ => return Err(
+                        "Invalid services parameter in body: a batch request assigns one service"
+                            .into(),
+                    ),
                 }
             }
             let id = service_id(None, &body)?;
@@ -179,7 +187,9 @@ pub fn translate(
             let mut params = body.clone();
             params.remove("id");
             if params.is_empty() {
-                return Err("Missing service parameters in body: name the attributes to change".into());
+                return Err(
+                    "Missing service parameters in body: name the attributes to change".into(),
+                );
             }
             fields.insert("service".into(), Value::String(id));
             fields.insert("parameters".into(), Value::Object(params));
@@ -251,7 +261,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.operation, Operation::CreateSubscription);
         assert_eq!(c.fields["iccid"], "89461177710001700003");
-        let b = t("PATCH", "subscriptions/msisdn:46708421488", json!({"blocked": true})).unwrap();
+        let b = t(
+            "PATCH",
+            "subscriptions/msisdn:46708421488",
+            json!({"blocked": true}),
+        )
+        .unwrap();
         assert_eq!(b.operation, Operation::Block);
         assert_eq!(b.selector, Some(Selector::Msisdn("46708421488".into())));
         let a = t(
@@ -264,7 +279,11 @@ mod tests {
         assert_eq!(a.fields["service"], "Data1G");
         assert_eq!(a.fields["parameters"], json!({"limit": "100"}));
         assert_eq!(
-            t("POST", "subscriptions/msisdn:46708421477/services", json!({"limit": 100})),
+            t(
+                "POST",
+                "subscriptions/msisdn:46708421477/services",
+                json!({"limit": 100})
+            ),
             Err("Missing id parameter in body".into())
         );
     }
@@ -272,27 +291,97 @@ mod tests {
     #[test]
     fn other_requests_and_refusals() {
         assert_eq!(
-            t("PATCH", "subscriptions/iccid:89461177710001700003", json!({"blocked": false}))
-                .unwrap()
-                .operation,
+            t(
+                "PATCH",
+                "subscriptions/iccid:89461177710001700003",
+                json!({"blocked": false})
+            )
+            .unwrap()
+            .operation,
             Operation::Unblock
         );
-        let s = t("patch", "/ecc/v1/subscriptions/imsi:244141000170000", json!({"state": "IN_USE"})).unwrap();
-        assert_eq!((s.operation, s.fields["state"].clone()), (Operation::ChangeState, json!("IN_USE")));
-        let w = t("DELETE", "subscriptions/msisdn:1/services/Data5G", json!({})).unwrap();
-        assert_eq!((w.operation, w.fields["service"].clone()), (Operation::WithdrawService, json!("Data5G")));
-        let m = t("PATCH", "subscriptions/msisdn:1/services/cfnr", json!({"forward-number": "467012312345"})).unwrap();
+        let s = t(
+            "patch",
+            "/ecc/v1/subscriptions/imsi:244141000170000",
+            json!({"state": "IN_USE"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.operation, s.fields["state"].clone()),
+            (Operation::ChangeState, json!("IN_USE"))
+        );
+        let w = t(
+            "DELETE",
+            "subscriptions/msisdn:1/services/Data5G",
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            (w.operation, w.fields["service"].clone()),
+            (Operation::WithdrawService, json!("Data5G"))
+        );
+        let m = t(
+            "PATCH",
+            "subscriptions/msisdn:1/services/cfnr",
+            json!({"forward-number": "467012312345"}),
+        )
+        .unwrap();
         assert_eq!(m.operation, Operation::ModifyService);
         for (method, res, body, info) in [
-            ("GET", "subscriptions", json!({}), "Unsupported API request: GET subscriptions"),
-            ("POST", "orders", json!({}), "Unsupported API request: POST orders"),
-            ("PATCH", "subscriptions/msisdn:1", json!({}), "Missing blocked or state parameter in body"),
-            ("PATCH", "subscriptions/msisdn:1", json!({"blocked": "yes"}), "Invalid blocked parameter in body: must be true or false"),
-            ("PATCH", "subscriptions/msisdn:1", json!({"blocked": true, "state": "IN_USE"}), "Only one of blocked and state can be changed in one request"),
-            ("PATCH", "subscriptions/phone:1", json!({"blocked": true}), "Invalid subscription reference type 'phone': use iccid, msisdn or imsi"),
-            ("POST", "subscriptions", json!({"msisdn": "1"}), "Missing iccid parameter in body"),
-            ("POST", "subscriptions", json!({"iccid": "1", "colour": "red"}), "Unknown parameter colour in body"),
-            ("POST", "subscriptions/msisdn:1/services", json!({"id": 7}), "Invalid id parameter in body: must be a string"),
+            (
+                "GET",
+                "subscriptions",
+                json!({}),
+                "Unsupported API request: GET subscriptions",
+            ),
+            (
+                "POST",
+                "orders",
+                json!({}),
+                "Unsupported API request: POST orders",
+            ),
+            (
+                "PATCH",
+                "subscriptions/msisdn:1",
+                json!({}),
+                "Missing blocked or state parameter in body",
+            ),
+            (
+                "PATCH",
+                "subscriptions/msisdn:1",
+                json!({"blocked": "yes"}),
+                "Invalid blocked parameter in body: must be true or false",
+            ),
+            (
+                "PATCH",
+                "subscriptions/msisdn:1",
+                json!({"blocked": true, "state": "IN_USE"}),
+                "Only one of blocked and state can be changed in one request",
+            ),
+            (
+                "PATCH",
+                "subscriptions/phone:1",
+                json!({"blocked": true}),
+                "Invalid subscription reference type 'phone': use iccid, msisdn or imsi",
+            ),
+            (
+                "POST",
+                "subscriptions",
+                json!({"msisdn": "1"}),
+                "Missing iccid parameter in body",
+            ),
+            (
+                "POST",
+                "subscriptions",
+                json!({"iccid": "1", "colour": "red"}),
+                "Unknown parameter colour in body",
+            ),
+            (
+                "POST",
+                "subscriptions/msisdn:1/services",
+                json!({"id": 7}),
+                "Invalid id parameter in body: must be a string",
+            ),
         ] {
             assert_eq!(t(method, res, body), Err(info.to_owned()), "{method} {res}");
         }
@@ -300,9 +389,16 @@ mod tests {
 
     #[test]
     fn infos_use_ecc_names() {
-        assert_eq!(rejection_info(Some("service"), "missing_field", "x"), "Missing id parameter in body");
         assert_eq!(
-            rejection_info(Some("iccid"), "iccid_invalid_length", "iccid must have 19 or 20 digits"),
+            rejection_info(Some("service"), "missing_field", "x"),
+            "Missing id parameter in body"
+        );
+        assert_eq!(
+            rejection_info(
+                Some("iccid"),
+                "iccid_invalid_length",
+                "iccid must have 19 or 20 digits"
+            ),
             "Invalid iccid parameter in body: iccid must have 19 or 20 digits"
         );
     }

@@ -108,7 +108,13 @@ pub async fn create(
 ) -> Result<Response, EccError> {
     let body = json_object(&body)?;
     let t = request::translate("POST", "subscriptions", &body).map_err(EccError::bad_request)?;
-    let iccid = t.fields.get("iccid").and_then(Value::as_str).unwrap_or("").trim().to_owned();
+    let iccid = t
+        .fields
+        .get("iccid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
     if let Ok(sim) = st.service.get_sim(&tenant, &iccid).await {
         if sim.sim.subscription_state.is_some() {
             return Err(EccError::conflict(format!(
@@ -129,8 +135,14 @@ pub async fn create(
                 },
             )
             .await?;
-        if page.data.iter().any(|s| s.sim.iccid != iccid || s.sim.subscription_state.is_some()) {
-            return Err(EccError::conflict(format!("The MSISDN {msisdn} is already in use")));
+        if page
+            .data
+            .iter()
+            .any(|s| s.sim.iccid != iccid || s.sim.subscription_state.is_some())
+        {
+            return Err(EccError::conflict(format!(
+                "The MSISDN {msisdn} is already in use"
+            )));
         }
     }
     run_orders(&st, &tenant, vec![(t.operation, t.fields)]).await
@@ -170,7 +182,10 @@ pub async fn patch(
     let sim = subscription(&st, &tenant, &selector).await?;
     let resource = format!("subscriptions/{selector}");
     let mut orders = Vec::new();
-    if let Some(k) = body.keys().find(|k| !["blocked", "state"].contains(&k.as_str())) {
+    if let Some(k) = body
+        .keys()
+        .find(|k| !["blocked", "state"].contains(&k.as_str()))
+    {
         return Err(EccError::bad_request(format!(
             "Unknown parameter {} in body",
             k.chars().take(64).collect::<String>()
@@ -184,7 +199,9 @@ pub async fn patch(
         }
     }
     if orders.is_empty() {
-        return Err(EccError::bad_request("Missing blocked or state parameter in body"));
+        return Err(EccError::bad_request(
+            "Missing blocked or state parameter in body",
+        ));
     }
     run_orders(&st, &tenant, orders).await
 }
@@ -309,7 +326,11 @@ pub async fn order(
     let batch = st.service.get_batch(&tenant, &item.batch_id).await?;
     let msisdn = match st.service.get_sim(&tenant, &item.iccid).await {
         Ok(s) => s.sim.msisdn,
-        Err(_) => item.params.get("msisdn").and_then(Value::as_str).map(str::to_owned),
+        Err(_) => item
+            .params
+            .get("msisdn")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     };
     let terminal = item.status.is_terminal();
     let mut out = json!({

@@ -61,9 +61,14 @@ impl JobType {
         }
     }
     fn parse(s: &str) -> Option<Self> {
-        [Self::Activate, Self::Deactivate, Self::Retire, Self::ModifyQuotaPlan]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [
+            Self::Activate,
+            Self::Deactivate,
+            Self::Retire,
+            Self::ModifyQuotaPlan,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
     /// The job type of a batch: its Smarthub type, else from its operation.
     pub fn of(b: &BatchRecord) -> Option<Self> {
@@ -89,10 +94,16 @@ pub fn job_id(batch_id: &str) -> String {
 
 /// The batch id a job id names, if it has the job id form.
 pub fn batch_id(job: &str) -> Option<String> {
-    if job.len() != 32 || !job.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if job.len() != 32
+        || !job
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
-    uuid::Uuid::parse_str(job).ok().map(|u| u.hyphenated().to_string())
+    uuid::Uuid::parse_str(job)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
 }
 
 /// The core operation that activates a SIM in `status`: resume when it is
@@ -108,26 +119,45 @@ pub fn activation_for(status: Option<SimStatus>) -> Operation {
 fn giccids(body: &Map<String, Value>) -> Result<Vec<String>, SmError> {
     let list = match body.get("giccids") {
         None | Some(Value::Null) => {
-            return Err(SmError::field("batchJob", "giccids", "missing_field", "giccids is required"))
+            return Err(SmError::field(
+                "batchJob",
+                "giccids",
+                "missing_field",
+                "giccids is required",
+            ))
         }
         Some(Value::Array(l)) => l,
-        Some(_) => return Err(SmError::bad_request("giccids should be a JSON array of strings")),
+        Some(_) => {
+            return Err(SmError::bad_request(
+                "giccids should be a JSON array of strings",
+            ))
+        }
     };
     if list.is_empty() {
-        return Err(SmError::field("batchJob", "giccids", "invalid", "giccids must not be empty"));
+        return Err(SmError::field(
+            "batchJob",
+            "giccids",
+            "invalid",
+            "giccids must not be empty",
+        ));
     }
     if list.len() > MAX_JOB_SIMS {
         return Err(SmError::field(
             "batchJob",
             "giccids",
             "invalid",
-            format!("a batch job holds at most {MAX_JOB_SIMS} SIMs, got {}", list.len()),
+            format!(
+                "a batch job holds at most {MAX_JOB_SIMS} SIMs, got {}",
+                list.len()
+            ),
         ));
     }
     list.iter()
         .map(|v| match v {
             Value::String(s) => Ok(s.trim().to_owned()),
-            _ => Err(SmError::bad_request("giccids should be a JSON array of strings")),
+            _ => Err(SmError::bad_request(
+                "giccids should be a JSON array of strings",
+            )),
         })
         .collect()
 }
@@ -139,7 +169,8 @@ pub async fn submit(
     Path(action): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, SmError> {
-    let t = JobType::from_path(&action).ok_or_else(|| SmError::not_found("No such batch job type"))?;
+    let t =
+        JobType::from_path(&action).ok_or_else(|| SmError::not_found("No such batch job type"))?;
     let body = json_object(&body)?;
     let allowed: &[&str] = if t == JobType::ModifyQuotaPlan {
         &["giccids", "basicServicePackageName"]
@@ -147,7 +178,12 @@ pub async fn submit(
         &["giccids"]
     };
     if let Some(k) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(SmError::field("batchJob", k, "invalid", format!("{k} is not a field of this batch job")));
+        return Err(SmError::field(
+            "batchJob",
+            k,
+            "invalid",
+            format!("{k} is not a field of this batch job"),
+        ));
     }
     let ids = giccids(&body)?;
     let plan = if t == JobType::ModifyQuotaPlan {
@@ -161,7 +197,11 @@ pub async fn submit(
                     "basicServicePackageName is required",
                 ))
             }
-            Some(_) => return Err(SmError::bad_request("basicServicePackageName should be a string")),
+            Some(_) => {
+                return Err(SmError::bad_request(
+                    "basicServicePackageName should be a string",
+                ))
+            }
         }
     } else {
         None
@@ -170,7 +210,12 @@ pub async fn submit(
     for giccid in ids {
         let op = match t {
             JobType::Activate => {
-                let status = st.service.get_sim(&tenant, &giccid).await.ok().map(|s| s.sim.status);
+                let status = st
+                    .service
+                    .get_sim(&tenant, &giccid)
+                    .await
+                    .ok()
+                    .map(|s| s.sim.status);
                 activation_for(status)
             }
             JobType::Deactivate => Operation::Suspend,
@@ -296,8 +341,14 @@ mod tests {
 
     #[test]
     fn activation_resumes_suspended() {
-        assert_eq!(activation_for(Some(SimStatus::Suspended)), Operation::Resume);
-        assert_eq!(activation_for(Some(SimStatus::Inventory)), Operation::Activate);
+        assert_eq!(
+            activation_for(Some(SimStatus::Suspended)),
+            Operation::Resume
+        );
+        assert_eq!(
+            activation_for(Some(SimStatus::Inventory)),
+            Operation::Activate
+        );
         assert_eq!(activation_for(None), Operation::Activate);
     }
 }

@@ -92,7 +92,12 @@ impl SmError {
         Self::Problem(StatusCode::NOT_FOUND, "Not Found", Some(detail.into()))
     }
     /// 422 with one field to blame.
-    pub fn field(resource: &'static str, field: &str, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn field(
+        resource: &'static str,
+        field: &str,
+        code: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::Validation(
             vec![FieldError {
                 resource,
@@ -104,7 +109,11 @@ impl SmError {
     }
     /// 500 without detail (the cause is logged where it happened).
     pub(crate) fn internal() -> Self {
-        Self::Problem(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", None)
+        Self::Problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            None,
+        )
     }
 }
 
@@ -112,7 +121,8 @@ impl IntoResponse for SmError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
             Self::Problem(status, title, detail) => {
-                let mut b = json!({"type": "about:blank", "title": title, "status": status.as_u16()});
+                let mut b =
+                    json!({"type": "about:blank", "title": title, "status": status.as_u16()});
                 if let Some(d) = detail {
                     b["detail"] = json!(d);
                 }
@@ -147,9 +157,12 @@ impl From<ServiceError> for SmError {
                 "batch" => Self::not_found("batch job not found"),
                 _ => Self::not_found("SIM not found"),
             },
-            ServiceError::EmptyBatch => {
-                Self::field("batchJob", "giccids", "missing_field", "giccids must not be empty")
-            }
+            ServiceError::EmptyBatch => Self::field(
+                "batchJob",
+                "giccids",
+                "missing_field",
+                "giccids must not be empty",
+            ),
             ServiceError::TooManyItems { max } => Self::field(
                 "batchJob",
                 "giccids",
@@ -200,11 +213,7 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, SmErro
 }
 
 /// A 0-based `page` and a `size` (1..=max, default `default`) from the query.
-pub fn paging(
-    q: &HashMap<String, String>,
-    default: i64,
-    max: i64,
-) -> Result<(i64, i64), SmError> {
+pub fn paging(q: &HashMap<String, String>, default: i64, max: i64) -> Result<(i64, i64), SmError> {
     let num = |name: &str, min: i64, max: i64, default: i64| match q.get(name) {
         None => Ok(default),
         Some(v) => v
@@ -213,7 +222,12 @@ pub fn paging(
             .ok()
             .filter(|n| (min..=max).contains(n))
             .ok_or_else(|| {
-                SmError::field("query", name, "invalid", format!("{name} must be a whole number from {min} to {max}"))
+                SmError::field(
+                    "query",
+                    name,
+                    "invalid",
+                    format!("{name} must be a whole number from {min} to {max}"),
+                )
             }),
     };
     Ok((num("page", 0, 1_000_000, 0)?, num("size", 1, max, default)?))

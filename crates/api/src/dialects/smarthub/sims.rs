@@ -91,7 +91,12 @@ pub async fn list(
     let status = match q.get("status") {
         None => None,
         Some(s) => Some(SimStatus::parse(s.trim()).ok_or_else(|| {
-            SmError::field("query", "status", "invalid", "status must be INVENTORY, ACTIVATED, SUSPENDED or RETIRED")
+            SmError::field(
+                "query",
+                "status",
+                "invalid",
+                "status must be INVENTORY, ACTIVATED, SUSPENDED or RETIRED",
+            )
         })?),
     };
     let mut filter = SimFilter {
@@ -141,7 +146,10 @@ pub async fn change_logs(
     let mut out = Vec::new();
     loop {
         let limit = (skip + size - out.len() as i64).clamp(1, 1000);
-        let p = st.service.sim_history(&tenant, &giccid, after, limit).await?;
+        let p = st
+            .service
+            .sim_history(&tenant, &giccid, after, limit)
+            .await?;
         for h in &p.data {
             after = h.id;
             if skip > 0 {
@@ -202,7 +210,11 @@ async fn run(
                 Some("sim_not_found") => "missing",
                 _ => "invalid",
             };
-            let field = if code == "illegal_status" { "status" } else { "giccid" };
+            let field = if code == "illegal_status" {
+                "status"
+            } else {
+                "giccid"
+            };
             Err(SmError::field(
                 "globalSim",
                 field,
@@ -227,7 +239,14 @@ pub async fn put_custom(
     for (k, v) in &body {
         let n = match k.strip_prefix("custom").and_then(|n| n.parse::<u8>().ok()) {
             Some(n @ 1..=5) if k.len() == 7 => n,
-            _ => return Err(SmError::field("customFieldVO", k, "invalid", format!("{k} is not a custom field; use custom1 to custom5"))),
+            _ => {
+                return Err(SmError::field(
+                    "customFieldVO",
+                    k,
+                    "invalid",
+                    format!("{k} is not a custom field; use custom1 to custom5"),
+                ))
+            }
         };
         match v {
             Value::Null => {}
