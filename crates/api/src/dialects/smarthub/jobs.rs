@@ -73,7 +73,8 @@ impl JobType {
     /// The job type of a batch: its Smarthub type, else from its operation.
     pub fn of(b: &BatchRecord) -> Option<Self> {
         if b.source == SOURCE {
-            if let Some(t) = b.external_ref.as_deref().and_then(Self::parse) {
+            let kind = b.external_ref.as_deref().and_then(|r| r.split_once('-'));
+            if let Some(t) = kind.and_then(|(k, _)| Self::parse(k)) {
                 return Some(t);
             }
         }
@@ -240,7 +241,8 @@ pub async fn submit(
                 items,
                 dry_run: false,
                 source: SOURCE.into(),
-                external_ref: Some(t.as_str().into()),
+                // Unique per tenant and source: the type, then a random suffix.
+                external_ref: Some(format!("{}-{}", t.as_str(), uuid::Uuid::new_v4().simple())),
             },
         )
         .await?;

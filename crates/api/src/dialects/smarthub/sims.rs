@@ -252,7 +252,6 @@ pub async fn put_custom(
             Value::Null => {}
             Value::String(s) if s.chars().count() <= 255 => {
                 fields.insert(format!("custom_field_{n}"), v.clone());
-                let _ = s;
             }
             _ => {
                 return Err(SmError::field(
