@@ -42,6 +42,7 @@ both_backends!(
     single_sim_endpoints,
     errors_and_auth_refusals,
     twenty_concurrent_clients,
+    push_notifications,
 );
 
 /// Status and JSON body; an error must be Smarthub's problem body, never 5xx.
@@ -788,4 +789,175 @@ async fn twenty_concurrent_clients(b: Backend) {
     if let Ok(app) = std::sync::Arc::try_unwrap(app) {
         app.stop().await;
     }
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(reqwest::header::HeaderMap, String)>>>;
+
+/// An HTTP endpoint that records what is pushed to it.
+async fn receiver() -> (String, Received, tokio::task::JoinHandle<()>) {
+    use axum::routing::post;
+    let got: Received = Default::default();
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let mut h = reqwest::header::HeaderMap::new();
+                for (k, v) in headers.iter() {
+                    h.insert(
+                        reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
+                        reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+                    );
+                }
+                store.lock().unwrap().push((h, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, got, server)
+}
+
+/// SIM status and IMEI changes are pushed, signed, to the configured URL.
+async fn push_notifications(b: Backend) {
+    let app = TestApp::start(b).await;
+    let (url, got, server) = receiver().await;
+    let (s, e) = sm(&app, Method::GET, "/notification-config", None).await;
+    assert_eq!((s, e["title"].clone()), (404, json!("Not Found")));
+    for (body, code) in [
+        (json!({}), "missing_field"),
+        (json!({"url": "ftp://example.com/x"}), "invalid"),
+        (json!({"url": url, "colour": 1}), "invalid"),
+    ] {
+        let (s, e) = sm(
+            &app,
+            Method::PUT,
+            "/notification-config",
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(
+            (s, e["errors"][0]["code"].clone()),
+            (422, json!(code)),
+            "{body}: {e}"
+        );
+    }
+    let (s, cfg) = sm(
+        &app,
+        Method::PUT,
+        "/notification-config",
+        Some(&json!({"url": "https://old.example/x"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 200, "{cfg}");
+    let (s, cfg) = sm(
+        &app,
+        Method::PUT,
+        "/notification-config",
+        Some(&json!({"url": url}).to_string()),
+    )
+    .await;
+    assert_eq!(s, 200, "{cfg}");
+    let secret = cfg["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let (_, now) = sm(&app, Method::GET, "/notification-config", None).await;
+    assert_eq!(
+        now,
+        json!({"url": url, "enabled": true, "disabledReason": null})
+    );
+    let (s, _) = call(&app, &app.other, Method::GET, "/notification-config", None).await;
+    assert_eq!(s, 404, "another tenant has none");
+    let (_, hooks) = app.get("/v1/webhooks").await;
+    assert_eq!(
+        hooks["data"].as_array().map(Vec::len).unwrap_or(0),
+        1,
+        "the old URL was replaced: {hooks}"
+    );
+
+    let dispatcher = {
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let _ = simbatch_engine::webhooks::dispatch_once(&*store, &client).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let sims = load(&app, 700, 1, "Plan-P").await;
+    let id = job(&app, "activate", json!({"giccids": sims})).await;
+    wait_job(&app, &id, "").await;
+    let (s, b2) = app
+        .submit(
+            Some("import_profile"),
+            vec![json!({"iccid": sims[0], "imei": "490154203237518"})],
+        )
+        .await;
+    assert_eq!(s, 202, "{b2}");
+    app.wait_batch(b2["id"].as_str().unwrap()).await;
+    let start = Instant::now();
+    while got.lock().unwrap().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pushes missing: {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        3,
+        "only status and IMEI changes are pushed: {got:?}"
+    );
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    for (h, body) in &got {
+        let id = h["webhook-id"].to_str().unwrap();
+        let ts: i64 = h["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        let expected = simbatch_engine::webhooks::sign(&secret, id, ts, body).unwrap();
+        assert_eq!(h["webhook-signature"].to_str().unwrap(), expected);
+    }
+    assert_eq!(bodies[0]["eventType"], "SIM_STATUS_CHANGE");
+    assert_eq!(
+        (
+            bodies[0]["beforeStatus"].clone(),
+            bodies[0]["afterStatus"].clone()
+        ),
+        (Value::Null, json!("INVENTORY"))
+    );
+    assert_eq!(bodies[1]["eventType"], "SIM_STATUS_CHANGE");
+    assert_eq!(bodies[1]["giccid"], sims[0].as_str());
+    assert_eq!(
+        (
+            bodies[1]["beforeStatus"].clone(),
+            bodies[1]["afterStatus"].clone()
+        ),
+        (json!("INVENTORY"), json!("ACTIVATED"))
+    );
+    assert_eq!(bodies[1]["jobId"], id.as_str());
+    assert_created_time(&bodies[1]["eventTime"]);
+    assert_eq!(
+        (
+            bodies[2]["eventType"].clone(),
+            bodies[2]["beforeImei"].clone(),
+            bodies[2]["afterImei"].clone()
+        ),
+        (json!("IMEI_CHANGE"), Value::Null, json!("490154203237518"))
+    );
+    let (s, _) = sm(&app, Method::DELETE, "/notification-config", None).await;
+    assert_eq!(s, 204);
+    let (s, _) = sm(&app, Method::DELETE, "/notification-config", None).await;
+    assert_eq!(s, 404);
+    dispatcher.abort();
+    server.abort();
+    app.stop().await;
 }

@@ -469,6 +469,50 @@ impl Service {
             .map_err(state_conflict)
     }
 
+    /// Set the tenant's push endpoint of a dialect `format` (e.g. `smarthub`):
+    /// it replaces the previous one, and its signing secret is returned once.
+    pub async fn set_push_endpoint(
+        &self,
+        tenant: &Tenant,
+        format: &str,
+        url: &str,
+    ) -> Result<Webhook, ServiceError> {
+        if !crate::push::is_known(format) {
+            return Err(ServiceError::invalid(format!(
+                "unknown push format '{format}'"
+            )));
+        }
+        let url = validate_webhook_url(url)?;
+        let hook = self
+            .store
+            .create_webhook_with_format(&tenant.id, &url, format)
+            .await
+            .map_err(state_conflict)?;
+        for old in self.list_webhooks(tenant).await? {
+            if old.format == format && old.id != hook.id {
+                self.store
+                    .delete_webhook(&tenant.id, &old.id)
+                    .await
+                    .map_err(internal)?;
+            }
+        }
+        Ok(hook)
+    }
+
+    /// The tenant's push endpoint of a dialect `format`, if one is set.
+    pub async fn push_endpoint(
+        &self,
+        tenant: &Tenant,
+        format: &str,
+    ) -> Result<Option<Webhook>, ServiceError> {
+        Ok(self
+            .list_webhooks(tenant)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|w| w.format == format))
+    }
+
     /// The tenant's webhook endpoints.
     pub async fn list_webhooks(&self, tenant: &Tenant) -> Result<Vec<Webhook>, ServiceError> {
         self.store.list_webhooks(&tenant.id).await.map_err(internal)

@@ -368,7 +368,13 @@ pub struct Webhook {
     /// Consecutive failed attempts of the event at the head.
     #[serde(skip)]
     pub attempts: i64,
+    /// What it receives: [`WEBHOOK_STANDARD`] or a dialect push format (e.g. `smarthub`).
+    #[serde(skip)]
+    pub format: String,
 }
+
+/// The format of ordinary webhooks: every event, Standard Webhooks payload.
+pub const WEBHOOK_STANDARD: &str = "standard";
 
 /// The result of one delivery attempt, for the log and the cursor.
 #[derive(Debug, Clone)]
@@ -385,6 +391,9 @@ pub struct DeliveryAttempt {
     pub duration_ms: i64,
     /// What to do next.
     pub next: DeliveryNext,
+    /// The event is not one this endpoint's format carries: nothing was
+    /// sent, the cursor just moves on and no attempt is logged.
+    pub skipped: bool,
 }
 
 /// What follows an attempt.

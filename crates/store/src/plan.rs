@@ -212,6 +212,15 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                 plan.items.push(json!({"id": it.id, "status": ItemStatus::Completed.as_str(),
                     "error_code": null, "error_reason": null, "result": outcome.result.to_string(), "now": now}));
                 base["msisdn"] = json!(outcome.sim.msisdn);
+                let before_imei = it.sim.as_ref().and_then(|s| s.imei.clone());
+                if before_imei != outcome.sim.imei {
+                    plan.events.push(EventWrite::new(
+                        &it.tenant_id,
+                        "sim.imei_changed",
+                        json!({"iccid": it.iccid, "from": before_imei, "to": outcome.sim.imei,
+                               "operation": it.operation.as_str(), "batch_id": it.batch_id, "order_id": it.id}),
+                    ));
+                }
                 let before_state = it.sim.as_ref().and_then(|s| s.subscription_state);
                 if before_state != outcome.sim.subscription_state {
                     plan.events.push(EventWrite::new(

@@ -236,7 +236,16 @@ impl Store for PgStore {
     }
 
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
-        self.create_webhook_impl(tenant_id, url).await
+        self.create_webhook_impl(tenant_id, url, WEBHOOK_STANDARD)
+            .await
+    }
+    async fn create_webhook_with_format(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook> {
+        self.create_webhook_impl(tenant_id, url, format).await
     }
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>> {
         self.list_webhooks_impl(tenant_id).await

@@ -161,7 +161,7 @@ pub(crate) fn event(r: &PgRow) -> Result<Event> {
 
 /// Columns of `webhooks` that [`webhook`] reads.
 pub(crate) const WEBHOOK_COLS: &str =
-    "id, tenant_id, url, secret_enc, enabled, disabled_reason, cursor, attempts, created_at";
+    "id, tenant_id, url, secret_enc, enabled, disabled_reason, cursor, attempts, created_at, format";
 
 /// A `webhooks` row; the secret is left out (the caller fills it when allowed).
 pub(crate) fn webhook(r: &PgRow) -> Result<Webhook> {
@@ -175,5 +175,6 @@ pub(crate) fn webhook(r: &PgRow) -> Result<Webhook> {
         secret: None,
         cursor: r.try_get("cursor")?,
         attempts: r.try_get("attempts")?,
+        format: r.try_get("format")?,
     })
 }

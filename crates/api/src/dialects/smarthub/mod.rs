@@ -4,6 +4,7 @@
 //!   and `GET /batchJobs/{jobId}`.
 //! - [`sims`]: `/global-sims/...` reads, custom fields, and the single-SIM
 //!   actions, each an implicit batch of one.
+//! - [`notifications`]: the push URL for SIM status and IMEI change notifications.
 //!
 //! Authentication is the tenant token in `X-API-Key` (or
 //! `Authorization: Bearer`). Errors are Smarthub's problem bodies:
@@ -12,6 +13,7 @@
 //! `missing`, `missing_field`, `invalid`, `illegal_status`.
 
 pub mod jobs;
+pub mod notifications;
 pub mod sims;
 
 use std::collections::HashMap;
@@ -38,6 +40,12 @@ pub fn router() -> Router<AppState> {
     let r = Router::new()
         .route("/batchJobs/global-sims/{action}", post(jobs::submit))
         .route("/batchJobs/{job_id}", get(jobs::get))
+        .route(
+            "/notification-config",
+            get(notifications::get)
+                .put(notifications::put)
+                .delete(notifications::delete),
+        )
         .route("/global-sims", get(sims::list))
         .route("/global-sims/changeLogs", get(sims::change_logs))
         .route("/global-sims/{giccid}", get(sims::get))
@@ -61,7 +69,7 @@ pub fn router() -> Router<AppState> {
 /// One field to blame in a 422.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    /// The object (`globalSim`, `batchJob`, `customFieldVO`, `query`).
+    /// The object (`globalSim`, `batchJob`, `customFieldVO`, `notificationConfig`, `query`).
     pub resource: &'static str,
     /// The field.
     pub field: String,
