@@ -118,6 +118,26 @@ impl BatchWriter {
         self.account(item).await
     }
 
+    /// Record an item a dialect refused before core saw it (for instance a
+    /// field its vendor makes mandatory): kept as REJECTED at its index, with
+    /// the ICCID as given (cut to 32 characters).
+    pub async fn push_refused(
+        &mut self,
+        iccid: &str,
+        rejection: Rejection,
+    ) -> Result<(), ServiceError> {
+        let seq = self.check_capacity()?;
+        let item = NewItem {
+            seq: seq as i64,
+            iccid: iccid.trim().chars().take(32).collect(),
+            operation: self.opts.operation,
+            params: Map::new(),
+            secret: Map::new(),
+            rejection: Some(rejection),
+        };
+        self.account(item).await
+    }
+
     fn check_capacity(&mut self) -> Result<usize, ServiceError> {
         if self.done {
             return Err(ServiceError::invalid("the submission is already finished"));
