@@ -365,10 +365,11 @@ pub fn execute(
             set(&mut sim.imei, a.imei.as_ref().map(|v| v.to_string()));
             let ac = a.text("ac").unwrap_or_default().to_owned();
             profile = Some(NewProfile {
-                // Imported profiles carry the vendor's code; the matching ID is ours, for uniqueness.
-                matching_id: ActivationCode::parse(&ac)
-                    .map(|c| c.matching_id.as_str().to_owned())
-                    .unwrap_or_else(|_| MatchingId::generate().as_str().to_owned()),
+                // Imported profiles carry the vendor's code; the matching ID is
+                // always ours, so it is unique platform-wide even when two
+                // imports carry the same code (a shared one would break the
+                // profiles' unique index and jam the chunk).
+                matching_id: MatchingId::generate().as_str().to_owned(),
                 activation_code: ac,
                 cc_hash: a.cc.as_deref().map(hash_confirmation_code),
                 template: None,

@@ -310,6 +310,34 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound("batch".into()))
     }
 
+    /// A batch by the id a dialect gave it (`source` is the dialect, e.g.
+    /// `simlessly` and its batchCode); `NotFound` if this tenant has none.
+    pub async fn get_batch_by_ref(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+        external_ref: &str,
+    ) -> Result<BatchRecord, ServiceError> {
+        if external_ref.is_empty() || external_ref.len() > 128 {
+            return Err(ServiceError::NotFound("batch".into()));
+        }
+        self.store
+            .batch_by_ref(&tenant.id, source, external_ref)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ServiceError::NotFound("batch".into()))
+    }
+
+    /// Whether a template (Simlessly's configName) of this name exists.
+    pub async fn template_exists(&self, name: &str) -> Result<bool, ServiceError> {
+        Ok(self
+            .store
+            .template_names()
+            .await
+            .map_err(internal)?
+            .contains(name))
+    }
+
     /// A page of batches, newest first; the cursor is the last batch id.
     pub async fn list_batches(
         &self,

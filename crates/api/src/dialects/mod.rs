@@ -7,10 +7,18 @@
 //! problem+json middleware, so their error bodies reach the client as the
 //! vendor defines them.
 //!
-//! - [`ecc`]: Nobill ECC, `/ecc/v1/...`.
-//! - [`smarthub`]: Smarthub, `/smarthub/v1/...`.
+//! - [`ecc`]: Nobill ECC, `/ecc/v1/...` (HTTP Basic).
+//! - [`smarthub`]: Smarthub, `/smarthub/v1/...` (`X-API-Key`).
+//! - [`simlessly`]: Simlessly RSP under `/simlessly` (HMAC-signed requests).
+//! - [`simexpress`]: sim.express under `/simexpress` (`X-API-Key`).
+//!
+//! ECC and Smarthub are mounted by [`router`]; Simlessly and sim.express
+//! render their failures as `application/json` envelopes, which the native
+//! problem+json layer passes through, and are mounted beside `/v1`.
 
 pub mod ecc;
+pub mod simexpress;
+pub mod simlessly;
 pub mod smarthub;
 
 use axum::Router;

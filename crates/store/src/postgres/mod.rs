@@ -14,6 +14,7 @@
 //! transaction.
 
 mod batches;
+mod dialect;
 mod engine;
 mod misc;
 mod rows;
@@ -132,6 +133,22 @@ impl Store for PgStore {
     }
     async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         self.tenant_by_name_impl(name).await
+    }
+
+    async fn key_secret(&self, key_id: &str) -> Result<Option<(Tenant, String)>> {
+        self.key_secret_impl(key_id).await
+    }
+    async fn remember_request_id(
+        &self,
+        key_id: &str,
+        request_id: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.remember_request_id_impl(key_id, request_id, now_ms)
+            .await
+    }
+    async fn server_secret(&self, name: &str) -> Result<Vec<u8>> {
+        self.server_secret_impl(name).await
     }
 
     async fn add_template(&self, name: &str, content: &[u8]) -> Result<TemplateInfo> {

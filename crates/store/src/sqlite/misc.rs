@@ -10,6 +10,7 @@ impl SqliteStore {
     pub(super) async fn create_key_impl(&self, tenant_name: &str) -> Result<NewKey> {
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let key = create_key_in(&mut tx, tenant_name).await?;
+        self.seal_key_secret(&mut tx, &key).await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -77,7 +78,9 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let key = if count == 0 {
-            Some(create_key_in(&mut tx, "default").await?)
+            let key = create_key_in(&mut tx, "default").await?;
+            self.seal_key_secret(&mut tx, &key).await?;
+            Some(key)
         } else {
             None
         };
