@@ -47,14 +47,21 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, events, sims, webhooks};
+    use native::{batches, downloads, events, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/items", get(batches::items))
+        .route("/v1/batches/{id}/export", get(downloads::batch_export))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/batches/{id}/retry", post(batches::retry))
         .route("/v1/sims", get(sims::list))
+        .route("/v1/sims/export", get(downloads::sims_export))
+        .route("/v1/operations", get(downloads::operations))
+        .route(
+            "/v1/operations/{operation}/template.csv",
+            get(downloads::operation_template),
+        )
         .route("/v1/sims/{iccid}", get(sims::get))
         .route("/v1/sims/{iccid}/history", get(sims::history))
         .route("/v1/sims/{iccid}/{action}", post(sims::action))
@@ -67,8 +74,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries));
     Router::new()
         .merge(v1)
-        .merge(dialects::simlessly::router())
-        .merge(dialects::simexpress::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
@@ -85,6 +90,12 @@ pub fn router(state: AppState) -> Router {
             panic_response,
         ))
         .layer(middleware::from_fn(problem_everywhere))
+        // Dialects render their own vendor error bodies: outside the problem+json layer.
+        .merge(
+            dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            )),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -154,13 +165,11 @@ async fn problem_everywhere(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    // Problem documents, and the JSON error bodies the vendor dialects render
-    // in their own shapes, are kept as they are.
-    let is_rendered = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
-            || v.as_bytes().starts_with(b"application/json")
-    });
-    if is_rendered {
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
         return resp;
     }
     let (parts, body) = resp.into_parts();

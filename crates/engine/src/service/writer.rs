@@ -118,23 +118,17 @@ impl BatchWriter {
         self.account(item).await
     }
 
-    /// Record an item a dialect refused before core saw it (for instance a
-    /// field its vendor makes mandatory): kept as REJECTED at its index, with
-    /// the ICCID as given (cut to 32 characters).
+    /// Record an item a dialect refused before core could parse it (an
+    /// unsupported request, an unknown subscription): it is kept as REJECTED
+    /// at its index with the rejection given, and with its short, non-secret
+    /// fields (so the client's correlation id, `reference`, stays visible).
     pub async fn push_refused(
         &mut self,
-        iccid: &str,
+        fields: Map<String, Value>,
         rejection: Rejection,
     ) -> Result<(), ServiceError> {
         let seq = self.check_capacity()?;
-        let item = NewItem {
-            seq: seq as i64,
-            iccid: iccid.trim().chars().take(32).collect(),
-            operation: self.opts.operation,
-            params: Map::new(),
-            secret: Map::new(),
-            rejection: Some(rejection),
-        };
+        let item = rejected(seq as i64, self.opts.operation, &fields, rejection);
         self.account(item).await
     }
 
