@@ -74,8 +74,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries));
     Router::new()
         .merge(v1)
-        .merge(dialects::simlessly::router())
-        .merge(dialects::simexpress::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
@@ -167,13 +165,11 @@ async fn problem_everywhere(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    // Problem documents, and the JSON error bodies the vendor dialects render
-    // in their own shapes, are kept as they are.
-    let is_rendered = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
-            || v.as_bytes().starts_with(b"application/json")
-    });
-    if is_rendered {
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
         return resp;
     }
     let (parts, body) = resp.into_parts();

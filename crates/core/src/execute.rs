@@ -496,6 +496,19 @@ mod tests {
     }
 
     #[test]
+    fn imports_of_one_code_get_distinct_matching_ids() {
+        let ac = "1$smdp.example.com$04386-AGYFT-A74Y8-3F815";
+        let a = run(Operation::ImportProfile, json!({ "ac": ac }), None).unwrap();
+        let b = run(Operation::ImportProfile, json!({ "ac": ac }), None).unwrap();
+        let (a, b) = (a.profile.unwrap(), b.profile.unwrap());
+        assert_eq!(
+            (a.activation_code.as_str(), b.activation_code.as_str()),
+            (ac, ac)
+        );
+        assert_ne!(a.matching_id, b.matching_id, "the unique index must hold");
+    }
+
+    #[test]
     fn subscription_rules() {
         let s = run(Operation::RegisterSim, json!({}), None).unwrap().sim;
         assert_eq!(

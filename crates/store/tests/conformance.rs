@@ -104,9 +104,9 @@ conformance!(
     bench_floor_activate,
     profiles_and_confirmation_codes,
     concurrent_claims_are_disjoint,
+    dialect_auth,
     get_item_by_order_id,
     webhook_formats_and_skipped_events,
-    dialect_auth,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1910,6 +1910,46 @@ async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {
     );
 }
 
+async fn dialect_auth(store: Arc<dyn Store>) {
+    // key_secret: the plain secret of a live key, sealed at rest.
+    let k = store.create_key("acme").await.unwrap();
+    let (t, secret) = store.key_secret(&k.key_id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.name.as_str(), secret.as_str()),
+        ("acme", k.secret.as_str())
+    );
+    assert!(store.key_secret("sk_unknown").await.unwrap().is_none());
+    let dump = raw_dump().await;
+    assert!(
+        !dump.contains(&k.secret.to_uppercase()),
+        "the key secret is stored in plaintext"
+    );
+    assert!(store.revoke_key(&k.key_id).await.unwrap());
+    assert!(store.key_secret(&k.key_id).await.unwrap().is_none());
+
+    // remember_request_id: once per key; forgotten after the retention.
+    let now = now_ms();
+    assert!(store.remember_request_id("k1", "r1", now).await.unwrap());
+    assert!(!store
+        .remember_request_id("k1", "r1", now + 1)
+        .await
+        .unwrap());
+    assert!(store.remember_request_id("k2", "r1", now).await.unwrap());
+    let later = now + REQUEST_ID_RETENTION_MS + 1;
+    assert!(store.remember_request_id("k1", "r2", later).await.unwrap());
+    assert!(
+        store.remember_request_id("k1", "r1", later).await.unwrap(),
+        "swept after the retention"
+    );
+
+    // server_secret: 32 random bytes, stable, distinct per name, sealed.
+    let a = store.server_secret("url_signing").await.unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(store.server_secret("url_signing").await.unwrap(), a);
+    assert_ne!(store.server_secret("other").await.unwrap(), a);
+    assert!(!raw_dump().await.contains(&hex::encode(&a).to_uppercase()));
+}
+
 /// `get_item` finds an item by its global id (the order id dialects show),
 /// equal to what `list_items` returns, and nothing for unknown ids.
 async fn get_item_by_order_id(store: Arc<dyn Store>) {
@@ -2003,45 +2043,4 @@ async fn webhook_formats_and_skipped_events(store: Arc<dyn Store>) {
         next.seq > first.seq,
         "the cursor moved past the skipped event"
     );
-}
-
-/// Dialect authentication: sealed key secrets, used request ids, server secrets.
-async fn dialect_auth(store: Arc<dyn Store>) {
-    // key_secret: the plain secret of a live key, sealed at rest.
-    let k = store.create_key("acme").await.unwrap();
-    let (t, secret) = store.key_secret(&k.key_id).await.unwrap().unwrap();
-    assert_eq!(
-        (t.name.as_str(), secret.as_str()),
-        ("acme", k.secret.as_str())
-    );
-    assert!(store.key_secret("sk_unknown").await.unwrap().is_none());
-    let dump = raw_dump().await;
-    assert!(
-        !dump.contains(&k.secret.to_uppercase()),
-        "the key secret is stored in plaintext"
-    );
-    assert!(store.revoke_key(&k.key_id).await.unwrap());
-    assert!(store.key_secret(&k.key_id).await.unwrap().is_none());
-
-    // remember_request_id: once per key; forgotten after the retention.
-    let now = now_ms();
-    assert!(store.remember_request_id("k1", "r1", now).await.unwrap());
-    assert!(!store
-        .remember_request_id("k1", "r1", now + 1)
-        .await
-        .unwrap());
-    assert!(store.remember_request_id("k2", "r1", now).await.unwrap());
-    let later = now + REQUEST_ID_RETENTION_MS + 1;
-    assert!(store.remember_request_id("k1", "r2", later).await.unwrap());
-    assert!(
-        store.remember_request_id("k1", "r1", later).await.unwrap(),
-        "swept after the retention"
-    );
-
-    // server_secret: 32 random bytes, stable, distinct per name, sealed.
-    let a = store.server_secret("url_signing").await.unwrap();
-    assert_eq!(a.len(), 32);
-    assert_eq!(store.server_secret("url_signing").await.unwrap(), a);
-    assert_ne!(store.server_secret("other").await.unwrap(), a);
-    assert!(!raw_dump().await.contains(&hex::encode(&a).to_uppercase()));
 }

@@ -7,14 +7,10 @@
 //! problem+json middleware, so their error bodies reach the client as the
 //! vendor defines them.
 //!
-//! - [`ecc`]: Nobill ECC, `/ecc/v1/...` (HTTP Basic).
-//! - [`smarthub`]: Smarthub, `/smarthub/v1/...` (`X-API-Key`).
-//! - [`simlessly`]: Simlessly RSP under `/simlessly` (HMAC-signed requests).
-//! - [`simexpress`]: sim.express under `/simexpress` (`X-API-Key`).
-//!
-//! ECC and Smarthub are mounted by [`router`]; Simlessly and sim.express
-//! render their failures as `application/json` envelopes, which the native
-//! problem+json layer passes through, and are mounted beside `/v1`.
+//! - [`ecc`]: Nobill ECC, `/ecc/v1/...`.
+//! - [`simexpress`]: sim.express, `/simexpress/v1/...` (`X-API-Key`).
+//! - [`simlessly`]: Simlessly RSP, `/simlessly/api/v1/...` (HMAC-signed requests).
+//! - [`smarthub`]: Smarthub, `/smarthub/v1/...`.
 
 pub mod ecc;
 pub mod simexpress;
@@ -27,7 +23,11 @@ use crate::AppState;
 
 /// Every dialect's routes, each under its own prefix.
 pub fn router() -> Router<AppState> {
-    Router::new().merge(ecc::router()).merge(smarthub::router())
+    Router::new()
+        .merge(ecc::router())
+        .merge(smarthub::router())
+        .merge(simlessly::router())
+        .merge(simexpress::router())
 }
 
 /// Format Unix milliseconds with a `time` format description (UTC).

@@ -118,17 +118,6 @@ impl BatchWriter {
         self.account(item).await
     }
 
-    /// [`Self::push_refused`] for a dialect that only has the item's ICCID
-    /// as given (for instance when a field its vendor makes mandatory is missing).
-    pub async fn push_refused_iccid(
-        &mut self,
-        iccid: &str,
-        rejection: Rejection,
-    ) -> Result<(), ServiceError> {
-        let fields = Map::from_iter([("iccid".to_owned(), Value::String(iccid.to_owned()))]);
-        self.push_refused(fields, rejection).await
-    }
-
     /// Record an item a dialect refused before core could parse it (an
     /// unsupported request, an unknown subscription): it is kept as REJECTED
     /// at its index with the rejection given, and with its short, non-secret

@@ -108,7 +108,7 @@ async fn run(
     for item in &req.items {
         let pushed = match item {
             Ok(fields) => w.push(fields.clone()).await,
-            Err((iccid, rejection)) => w.push_refused_iccid(iccid, rejection.clone()).await,
+            Err((iccid, rejection)) => w.push_refused(iccid_only(iccid), rejection.clone()).await,
         };
         if let Err(e) = pushed {
             w.abort().await;
@@ -157,4 +157,11 @@ async fn unknown_path() -> Response {
         "no such sim.express endpoint: see docs/dialects/simexpress.md",
     )
     .into_response()
+}
+
+/// The fields kept with an item refused here: its ICCID as given.
+fn iccid_only(iccid: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("iccid".into(), serde_json::Value::String(iccid.to_owned()));
+    m
 }

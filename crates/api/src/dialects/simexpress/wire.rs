@@ -197,9 +197,26 @@ pub fn parse(body: &[u8]) -> Result<ImportRequest, Failure> {
         items.push(item(m));
     }
     Ok(ImportRequest {
-        echo: list.clone(),
+        echo: list.iter().map(redacted).collect(),
         items,
     })
+}
+
+/// What replaces a confirmation code in the echo: secrets are never shown.
+pub const REDACTED: &str = "********";
+
+/// An item as echoed: as sent, except a non-empty `cc` (any key case).
+fn redacted(item: &Value) -> Value {
+    let mut item = item.clone();
+    if let Value::Object(m) = &mut item {
+        for (k, v) in m.iter_mut() {
+            let present = !(v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()));
+            if k.eq_ignore_ascii_case("cc") && present {
+                *v = Value::String(REDACTED.to_owned());
+            }
+        }
+    }
+    item
 }
 
 /// Translate one item into `import_profile` fields.
@@ -311,6 +328,16 @@ mod tests {
         for (body, code) in cases {
             assert_eq!(parse(&body).unwrap_err().code, code);
         }
+    }
+
+    #[test]
+    fn the_echo_never_shows_a_confirmation_code() {
+        let body =
+            json!({"profileItems": [{"iccid": "1", "CC": "4711"}, {"iccid": "2", "cc": ""}]});
+        let r = parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(r.echo[0]["CC"], REDACTED);
+        assert_eq!(r.echo[1]["cc"], "", "an empty cc is shown as sent");
+        assert!(!serde_json::to_string(&r.echo).unwrap().contains("4711"));
     }
 
     proptest! {

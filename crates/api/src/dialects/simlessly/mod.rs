@@ -112,7 +112,7 @@ async fn generate(
     for item in req.items {
         let pushed = match item {
             Ok(fields) => w.push(fields).await,
-            Err((iccid, rejection)) => w.push_refused_iccid(&iccid, rejection).await,
+            Err((iccid, rejection)) => w.push_refused(iccid_only(&iccid), rejection).await,
         };
         if let Err(e) = pushed {
             w.abort().await;
@@ -247,4 +247,11 @@ async fn unknown_path() -> Response {
         "no such Simlessly endpoint: see docs/dialects/simlessly.md",
     )
     .into_response()
+}
+
+/// The fields kept with an item refused here: its ICCID as given.
+fn iccid_only(iccid: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("iccid".into(), serde_json::Value::String(iccid.to_owned()));
+    m
 }
