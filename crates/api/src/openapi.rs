@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, events, sims, webhooks};
+use crate::native::{self, batches, events, profiles, sims, webhooks};
 
 struct Security;
 
@@ -41,6 +41,7 @@ impl Modify for Security {
         batches::submit, batches::list, batches::get, batches::items, batches::cancel, batches::retry,
         sims::list, sims::get, sims::history, sims::action,
         events::list,
+        profiles::get, profiles::qr_png,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
         crate::healthz, crate::readyz, crate::openapi_json,
     ),
@@ -51,13 +52,14 @@ impl Modify for Security {
         native::BatchPage, native::ItemPage, native::SimPage, native::HistoryPage, native::EventPage,
         native::WebhookList, native::DeliveryList,
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
-        webhooks::CreateWebhookBody, crate::Health,
+        webhooks::CreateWebhookBody, crate::Health, profiles::ProfileDto,
     )),
     modifiers(&Security),
     tags(
         (name = "batches", description = "Submit and follow batches of orders"),
         (name = "sims", description = "SIMs, their history, single-SIM orders"),
         (name = "events", description = "The event feed"),
+        (name = "profiles", description = "eSIM profiles: SGP.22 state, activation code, QR code"),
         (name = "webhooks", description = "Signed event deliveries"),
         (name = "health", description = "Liveness, readiness, this document"),
     )

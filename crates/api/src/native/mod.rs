@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod events;
+pub mod profiles;
 pub mod sims;
 mod upload;
 pub mod webhooks;
