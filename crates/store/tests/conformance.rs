@@ -106,6 +106,7 @@ conformance!(
     concurrent_claims_are_disjoint,
     profile_commands,
     profile_expiry,
+    concurrent_download_orders_take_distinct_profiles,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -2279,4 +2280,56 @@ async fn profile_expiry(store: Arc<dyn Store>) {
     assert!(expired.contains(&iccid(1)) && expired.contains(&iccid(2)));
     // The expiry cut-off is the time given: nothing is due a day in the past.
     assert_eq!(store.expire_profiles(1_000, 100).await.unwrap(), 0);
+}
+
+async fn concurrent_download_orders_take_distinct_profiles(store: Arc<dyn Store>) {
+    use lifecycle::*;
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=6)
+        .map(|n| json!({"iccid": iccid(n), "template": "tpl", "profile_state": "AVAILABLE"}))
+        .collect();
+    generate(&store, &t, &rows).await;
+    // Eight callers race for six profiles of one type: six win distinct
+    // profiles, two are told none is available, and nothing is taken twice.
+    let calls = (0..8).map(|_| {
+        let (store, t) = (store.clone(), t.clone());
+        tokio::spawn(async move {
+            store
+                .profile_command(&t, &req(None, Some("tpl"), download(None)))
+                .await
+                .unwrap()
+        })
+    });
+    let mut won = Vec::new();
+    let mut none_left = 0;
+    for c in calls.collect::<Vec<_>>() {
+        match c.await.unwrap() {
+            Ok(p) => won.push(p.iccid),
+            Err(R::NoProfileAvailable(_)) => none_left += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    won.sort();
+    won.dedup();
+    assert_eq!((won.len(), none_left), (6, 2), "{won:?}");
+    for n in 1..=6 {
+        assert_eq!(
+            store
+                .get_profile(&t, &iccid(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            S::Allocated
+        );
+        assert_eq!(
+            store
+                .sim_history(&t, &iccid(n), 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "one order each"
+        );
+    }
 }
