@@ -12,6 +12,7 @@
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
+pub mod dialects;
 pub mod error;
 pub mod es2plus;
 pub mod idempotency;
@@ -47,14 +48,21 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, events, profiles, sims, webhooks};
+    use native::{batches, downloads, events, profiles, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/items", get(batches::items))
+        .route("/v1/batches/{id}/export", get(downloads::batch_export))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/batches/{id}/retry", post(batches::retry))
         .route("/v1/sims", get(sims::list))
+        .route("/v1/sims/export", get(downloads::sims_export))
+        .route("/v1/operations", get(downloads::operations))
+        .route(
+            "/v1/operations/{operation}/template.csv",
+            get(downloads::operation_template),
+        )
         .route("/v1/sims/{iccid}", get(sims::get))
         .route("/v1/sims/{iccid}/history", get(sims::history))
         .route("/v1/sims/{iccid}/{action}", post(sims::action))
@@ -86,6 +94,12 @@ pub fn router(state: AppState) -> Router {
             panic_response,
         ))
         .layer(middleware::from_fn(problem_everywhere))
+        // Dialects render their own vendor error bodies: outside the problem+json layer.
+        .merge(
+            dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            )),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

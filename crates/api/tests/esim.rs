@@ -55,6 +55,10 @@ async fn start(b: Backend) -> TestApp {
     );
     let der = std::fs::read(path).unwrap_or_else(|e| panic!("test template {path}: {e}"));
     app.store.add_template(TEMPLATE, &der).await.unwrap();
+    // A worker reads the template names at the start of each round, before it
+    // claims: let a round that began before the template existed finish, so
+    // it cannot claim the first batch with a stale list.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     app
 }
 
@@ -72,8 +76,12 @@ async fn generate(app: &TestApp, ns: &[usize], extra: Value) {
         .collect();
     let (s, b) = app.submit(Some("generate_activation_code"), items).await;
     assert_eq!(s, 202, "{b}");
-    let b = app.wait_batch(b["id"].as_str().unwrap()).await;
-    assert_eq!(b["status"], "COMPLETED", "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let b = app.wait_batch(&id).await;
+    if b["status"] != "COMPLETED" {
+        let (_, items) = app.get(&format!("/v1/batches/{id}/items")).await;
+        panic!("generate failed: {b}\n{items}");
+    }
 }
 
 /// AVAILABLE profiles, ready to be ordered.
