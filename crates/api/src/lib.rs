@@ -6,6 +6,7 @@
 //! - [`auth`]: tenant API keys (`X-API-Key` or `Authorization: Bearer`).
 //! - [`idempotency`]: `Idempotency-Key` with Stripe's semantics.
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/openapi.json`.
+//! - [`es2plus`]: SGP.22 ES2+ for operators, under `/gsma/rsp2/es2plus/`.
 //!
 //! The vendor dialects will live under `dialects/`, each a thin translator
 //! onto the same [`simbatch_engine::service::Service`].
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod dialects;
 pub mod error;
+pub mod es2plus;
 pub mod idempotency;
 pub mod native;
 pub mod openapi;
@@ -47,7 +49,7 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, downloads, events, sims, webhooks};
+    use native::{batches, downloads, events, profiles, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
@@ -71,9 +73,12 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{id}",
             get(webhooks::get).delete(webhooks::delete),
         )
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries));
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/profiles/{iccid}", get(profiles::get))
+        .route("/v1/profiles/{iccid}/qr.png", get(profiles::qr_png));
     Router::new()
         .merge(v1)
+        .merge(es2plus::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, downloads, events, sims, webhooks};
+use crate::native::{self, batches, downloads, events, profiles, sims, webhooks};
 
 struct Security;
 
@@ -42,6 +42,7 @@ impl Modify for Security {
         downloads::batch_export, downloads::operations, downloads::operation_template,
         sims::list, sims::get, sims::history, sims::action, downloads::sims_export,
         events::list,
+        profiles::get, profiles::qr_png,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
         crate::healthz, crate::readyz, crate::openapi_json,
     ),
@@ -52,7 +53,7 @@ impl Modify for Security {
         native::BatchPage, native::ItemPage, native::SimPage, native::HistoryPage, native::EventPage,
         native::WebhookList, native::DeliveryList,
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
-        webhooks::CreateWebhookBody, crate::Health,
+        webhooks::CreateWebhookBody, crate::Health, profiles::ProfileDto,
         downloads::OperationDto, downloads::FieldDto,
     )),
     modifiers(&Security),
@@ -60,6 +61,7 @@ impl Modify for Security {
         (name = "batches", description = "Submit and follow batches of orders"),
         (name = "sims", description = "SIMs, their history, single-SIM orders"),
         (name = "events", description = "The event feed"),
+        (name = "profiles", description = "eSIM profiles: SGP.22 state, activation code, QR code"),
         (name = "webhooks", description = "Signed event deliveries"),
         (name = "health", description = "Liveness, readiness, this document"),
     )

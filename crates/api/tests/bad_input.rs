@@ -802,6 +802,7 @@ fn valid_value(name: &str) -> Value {
         "apn_status" => json!("ENABLED"),
         "state" => json!("IN_USE"),
         "template" => json!("tpl"),
+        "profile_state" => json!("AVAILABLE"),
         _ => json!("v"),
     }
 }
@@ -828,7 +829,9 @@ fn expected(kind: FieldKind, payload: &str) -> Option<&'static str> {
             "opc_invalid_length"
         }),
         FieldKind::Time => Some("invalid_time"),
-        FieldKind::SubscriptionState | FieldKind::ApnStatus => Some("invalid_value"),
+        FieldKind::SubscriptionState | FieldKind::ApnStatus | FieldKind::InitialProfileState => {
+            Some("invalid_value")
+        }
         FieldKind::Object => None,
     }
 }

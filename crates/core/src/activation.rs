@@ -235,6 +235,99 @@ mod tests {
         }
     }
 
+    /// Examples of both forms, and the reason each malformed code is refused.
+    #[test]
+    fn examples_of_both_forms_and_reasons() {
+        type Want<'a> = (&'a str, &'a str, Option<&'a str>, bool);
+        let cases: &[(&str, Option<Want>)] = &[
+            (
+                "1$SMDP.GSMA.COM$04386-AGYFT-A74Y8-3F815",
+                Some(("SMDP.GSMA.COM", "04386-AGYFT-A74Y8-3F815", None, false)),
+            ),
+            (
+                "1$smdp.example.com$04386-AGYFT-A74Y8-3F815$$1",
+                Some(("smdp.example.com", "04386-AGYFT-A74Y8-3F815", None, true)),
+            ),
+            (
+                "1$smdp.example.com$MID$1.3.6.1.4.1.31746",
+                Some(("smdp.example.com", "MID", Some("1.3.6.1.4.1.31746"), false)),
+            ),
+            (
+                "1$smdp.example.com$MID$1.3.6.1.4.1.31746$1",
+                Some(("smdp.example.com", "MID", Some("1.3.6.1.4.1.31746"), true)),
+            ),
+            (
+                "LPA:1$rsp-1.example.org$0123456789ABCDEF0123456789ABCDEF",
+                Some((
+                    "rsp-1.example.org",
+                    "0123456789ABCDEF0123456789ABCDEF",
+                    None,
+                    false,
+                )),
+            ),
+        ];
+        for (text, want) in cases {
+            let ac = ActivationCode::parse(text).unwrap();
+            let (host, mid, oid, cc) = want.unwrap();
+            assert_eq!(ac.smdp_address, host);
+            assert_eq!(ac.matching_id.as_str(), mid);
+            assert_eq!(ac.oid.as_deref(), oid);
+            assert_eq!(ac.confirmation_required, cc);
+            assert_eq!(
+                ac.to_string(),
+                text.trim_start_matches("LPA:"),
+                "formats back"
+            );
+        }
+        let refused = [
+            ("1$smdp.example.com$MID$$1$x", "3 to 5"),
+            ("1$smdp.example.com$mid", "0-9, A-Z and '-'"),
+            ("1$smdp.example.com$MID_1", "0-9, A-Z and '-'"),
+            ("1$smdp.example.com$", "matching ID must be 1 to 255"),
+            ("2$smdp.example.com$MID", "format ID must be 1"),
+            ("1$smdp..com$MID", "not a valid host name"),
+            ("1$smdp.example.com$MID$1.3.x", "not a dotted number"),
+            ("1$smdp.example.com$MID$$yes", "flag must be 1"),
+            ("1$smdp.example.com$MID$$0", "flag must be 1"),
+        ];
+        for (text, reason) in refused {
+            let e = ActivationCode::parse(text).unwrap_err();
+            assert!(e.reason.contains(reason), "{text}: {}", e.reason);
+        }
+        let long = format!("1$a.b${}", "A".repeat(256));
+        assert!(ActivationCode::parse(&long).is_err());
+    }
+
+    #[test]
+    fn the_stored_hash_verifies_a_device_hash_cc() {
+        // What the LPA sends: SHA-256(SHA-256(CC) ‖ TransactionID), built from
+        // the code the user typed. The SM-DP+ holds only SHA-256(CC).
+        let stored = hash_confirmation_code("7391");
+        let tx = hex::decode("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let from_device: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(Sha256::digest(b"7391"));
+            h.update(&tx);
+            h.finalize().into()
+        };
+        assert_eq!(hash_cc_for_transaction(&stored, &tx), from_device);
+        // A wrong code, or the right code with another transaction, fails.
+        assert_ne!(
+            hash_cc_for_transaction(&hash_confirmation_code("7392"), &tx),
+            from_device
+        );
+        assert_ne!(hash_cc_for_transaction(&stored, &[0u8; 16]), from_device);
+        // Known answers, computed independently.
+        assert_eq!(
+            hex::encode(stored),
+            "e25f201f9014599e00073db598a2603a9c05766965336d9b9c68c3d4081ee9a3"
+        );
+        assert_eq!(
+            hex::encode(from_device),
+            "54d2dcd36d4f2b1ff8b718ba457213f639f119270098177d02589bd655bc1818"
+        );
+    }
+
     #[test]
     fn generated_ids_are_32_upper_hex_and_distinct() {
         let a = MatchingId::generate();
@@ -264,6 +357,26 @@ mod tests {
         #[test]
         fn parse_never_panics(s in "\\PC*") {
             let _ = ActivationCode::parse(&s);
+        }
+
+        #[test]
+        fn full_form_roundtrip(host in "[a-z]{1,10}(\\.[a-z0-9-]{1,8}){1,3}", mid in "[0-9A-Z-]{1,64}",
+                               oid in proptest::option::of("[0-9]{1,4}(\\.[0-9]{1,4}){0,6}"), cc in any::<bool>()) {
+            let mut ac = ActivationCode::new(&host, MatchingId::parse(&mid).unwrap(), cc);
+            ac.oid = oid;
+            let text = ac.to_string();
+            prop_assert_eq!(text.matches('$').count(), 2 + usize::from(ac.oid.is_some() || cc) + usize::from(cc));
+            prop_assert_eq!(ActivationCode::parse(&text).unwrap(), ac.clone());
+            prop_assert_eq!(ActivationCode::parse(&format!("LPA:{text}")).unwrap(), ac);
+        }
+
+        #[test]
+        fn matching_ids_outside_the_charset_are_refused(prefix in "[0-9A-Z-]{0,8}", bad in "[^0-9A-Z\\-$]", suffix in "[0-9A-Z-]{0,8}") {
+            let mid = format!("{prefix}{bad}{suffix}");
+            prop_assume!(!mid.trim().is_empty() && mid.trim() == mid);
+            prop_assert!(MatchingId::parse(&mid).is_err());
+            let e = ActivationCode::parse(&format!("1$smdp.example.com${mid}")).unwrap_err();
+            prop_assert_eq!(e.code, "activation_code_invalid");
         }
 
         #[test]

@@ -341,14 +341,26 @@ pub fn execute(
             set(&mut sim.msisdn, a.msisdn.as_ref().map(|v| v.to_string()));
             let matching_id = MatchingId::generate();
             let ac = ActivationCode::new(ctx.smdp_address, matching_id.clone(), a.cc.is_some());
-            result =
-                json!({"activation_code": ac.to_string(), "matching_id": matching_id.as_str()});
+            let state = a
+                .profile_state
+                .unwrap_or(crate::profile::ProfileState::Released);
+            result = if state.has_activation_code() {
+                json!({"activation_code": ac.to_string(), "matching_id": matching_id.as_str(),
+                       "profile_state": state.as_str()})
+            } else {
+                // Not ordered yet: the code is settled by ES2+ ConfirmOrder.
+                json!({"profile_state": state.as_str()})
+            };
             profile = Some(NewProfile {
                 matching_id: matching_id.as_str().to_owned(),
                 activation_code: ac.to_string(),
                 cc_hash: a.cc.as_deref().map(hash_confirmation_code),
                 template: Some(template.to_owned()),
-                state: "RELEASED",
+                // The batch API promises a working activation code, so a generated
+                // profile is RELEASED (SGP.22's order, confirm and release in one
+                // step). `profile_state: AVAILABLE` instead stocks it for ES2+
+                // DownloadOrder; its code only counts once the order is confirmed.
+                state: state.as_str(),
                 expires_at: a.expire_time,
                 apn: None,
             });
@@ -373,7 +385,8 @@ pub fn execute(
                 activation_code: ac,
                 cc_hash: a.cc.as_deref().map(hash_confirmation_code),
                 template: None,
-                state: "RELEASED",
+                // An imported profile carries a code another SM-DP+ already released.
+                state: crate::profile::ProfileState::Released.as_str(),
                 expires_at: None,
                 apn: a.text("apn").map(str::to_owned),
             });

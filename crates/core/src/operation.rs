@@ -83,6 +83,8 @@ pub enum FieldKind {
     SubscriptionState,
     /// `ENABLED` or `DISABLED`.
     ApnStatus,
+    /// The SGP.22 state a generated profile starts in: `RELEASED` or `AVAILABLE`.
+    InitialProfileState,
 }
 
 /// One field of an operation.
@@ -257,6 +259,7 @@ impl Operation {
                         opt("c9", K::Text(255)),
                         opt("cc", K::SecretText(64)),
                         opt("expire_time", K::Time),
+                        opt("profile_state", K::InitialProfileState),
                         REFERENCE,
                     ]
                 }
@@ -359,6 +362,8 @@ pub struct Args {
     pub apn_status: Option<ApnStatus>,
     /// Service parameters.
     pub parameters: Option<Map<String, Value>>,
+    /// Initial SGP.22 state of a generated profile (default RELEASED).
+    pub profile_state: Option<crate::profile::ProfileState>,
     /// Every other text field by name (rate_plan, plan, service, template, custom_field_N, ...).
     pub text: std::collections::BTreeMap<&'static str, String>,
 }
@@ -561,6 +566,20 @@ fn parse_field(
                         name,
                         "invalid_value",
                         format!("{name} must be ENABLED or DISABLED, got '{}'", clip(s)),
+                    ));
+                }
+            });
+        }
+        FieldKind::InitialProfileState => {
+            use crate::profile::ProfileState;
+            args.profile_state = Some(match s {
+                "RELEASED" => ProfileState::Released,
+                "AVAILABLE" => ProfileState::Available,
+                _ => {
+                    return Err(Rejection::field(
+                        name,
+                        "invalid_value",
+                        format!("{name} must be RELEASED or AVAILABLE, got '{}'", clip(s)),
                     ));
                 }
             });

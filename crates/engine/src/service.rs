@@ -8,6 +8,7 @@
 //! Store failures are logged here and surface as [`ServiceError::Internal`],
 //! which carries no detail, so callers can never leak them.
 
+mod profiles;
 mod writer;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Retention sweeper: removes old batches and expired idempotency keys in
-//! bounded chunks, so a large backlog never holds the writer for long.
+//! bounded chunks, so a large backlog never holds the writer for long. It
+//! also enforces `expireTime`: an unused eSIM profile past its expiry moves
+//! to UNAVAILABLE, with a `profile.status_changed` event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +52,26 @@ pub async fn sweep_once(
     total += store
         .idempotency_sweep(now_ms() - cfg.idempotency_ttl.as_millis() as i64)
         .await?;
+    total += expire_profiles(store, cfg.chunk).await?;
     Ok(total)
+}
+
+/// Move every unused profile whose expiry has passed to UNAVAILABLE, `chunk`
+/// profiles per transaction; returns profiles expired.
+pub async fn expire_profiles(
+    store: &dyn Store,
+    chunk: i64,
+) -> Result<u64, simbatch_store::StoreError> {
+    let now = now_ms();
+    let mut total = 0;
+    loop {
+        let n = store.expire_profiles(now, chunk).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Run [`sweep_once`] every `cfg.interval` until cancelled.

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod model;
 pub mod plan;
 pub mod postgres;
+pub mod profiles;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use model::*;
+pub use profiles::{ProfileOutcome, ProfileRecord, ProfileRequest};
 
 /// Storage errors. Input problems never reach here: they are rejected by core.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,24 @@ pub trait Store: Send + Sync + 'static {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>>;
+
+    // ---- eSIM profiles (SGP.22 lifecycle; see `profiles.rs`) ----
+
+    /// A profile (never its confirmation code).
+    async fn get_profile(&self, tenant_id: &str, iccid: &str) -> Result<Option<ProfileRecord>>;
+    /// Run one ES2+ function on one profile: lock it, let core rule, then
+    /// write the profile, a history row and a `profile.status_changed` event
+    /// in one transaction. A refusal writes nothing. `State` if the request
+    /// names neither an ICCID nor a profile type.
+    async fn profile_command(
+        &self,
+        tenant_id: &str,
+        req: &ProfileRequest,
+    ) -> Result<ProfileOutcome>;
+    /// Move up to `limit` unused profiles whose expiry is at or before
+    /// `now_ms` to UNAVAILABLE, each with a history row and an event, in one
+    /// transaction. Returns profiles expired.
+    async fn expire_profiles(&self, now_ms: i64, limit: i64) -> Result<u64>;
 
     // ---- events ----
 

@@ -105,6 +105,9 @@ conformance!(
     profiles_and_confirmation_codes,
     concurrent_claims_are_disjoint,
     dialect_auth,
+    profile_commands,
+    profile_expiry,
+    concurrent_download_orders_take_distinct_profiles,
     get_item_by_order_id,
     webhook_formats_and_skipped_events,
 );
@@ -1948,6 +1951,433 @@ async fn dialect_auth(store: Arc<dyn Store>) {
     assert_eq!(store.server_secret("url_signing").await.unwrap(), a);
     assert_ne!(store.server_secret("other").await.unwrap(), a);
     assert!(!raw_dump().await.contains(&hex::encode(&a).to_uppercase()));
+}
+
+// ---------------------------------------------------------------- eSIM profile lifecycle
+
+mod lifecycle {
+    use simbatch_core::activation::{hash_confirmation_code, MatchingId};
+    pub use simbatch_core::profile::{FinalProfileStatus, ProfileCommand};
+    use simbatch_core::Eid;
+
+    use super::*;
+
+    pub const EID: &str = "89049032123451234512345678901235";
+    pub const EID2: &str = "89049032123451234512345678901332";
+
+    pub fn req(
+        iccid: Option<String>,
+        profile_type: Option<&str>,
+        command: ProfileCommand,
+    ) -> ProfileRequest {
+        ProfileRequest {
+            iccid,
+            profile_type: profile_type.map(str::to_owned),
+            command,
+            source: "es2plus".into(),
+            call_id: Some("call-1".into()),
+        }
+    }
+
+    pub fn download(eid: Option<&str>) -> ProfileCommand {
+        ProfileCommand::DownloadOrder {
+            eid: eid.map(|e| Eid::parse(e).unwrap()),
+        }
+    }
+
+    pub fn confirm(
+        eid: Option<&str>,
+        mid: Option<&str>,
+        cc: Option<&str>,
+        release: bool,
+    ) -> ProfileCommand {
+        ProfileCommand::ConfirmOrder {
+            eid: eid.map(|e| Eid::parse(e).unwrap()),
+            matching_id: mid.map(|m| MatchingId::parse(m).unwrap()),
+            cc_hash: cc.map(hash_confirmation_code),
+            release,
+        }
+    }
+
+    pub fn cancel(final_status: FinalProfileStatus) -> ProfileCommand {
+        ProfileCommand::CancelOrder {
+            eid: None,
+            matching_id: None,
+            final_status,
+        }
+    }
+
+    /// Generate profiles (all rows, one batch) and run them.
+    pub async fn generate(store: &Arc<dyn Store>, t: &str, rows: &[Value]) {
+        submit(
+            store,
+            t,
+            Operation::GenerateActivationCode,
+            BatchMode::Parallel,
+            rows,
+        )
+        .await;
+        assert_eq!(run_all(store).await, rows.len());
+    }
+
+    pub fn state_of(o: &ProfileOutcome) -> S {
+        o.as_ref().expect("command succeeds").state
+    }
+
+    pub use simbatch_core::profile::ProfileRefusal as R;
+    pub use simbatch_core::profile::ProfileState as S;
+}
+
+async fn profile_commands(store: Arc<dyn Store>) {
+    use lifecycle::*;
+    let t = tenant(&store, "acme").await;
+    let other = tenant(&store, "other").await;
+    let avail = |n| json!({"iccid": iccid(n), "template": "tpl", "profile_state": "AVAILABLE"});
+    generate(
+        &store,
+        &t,
+        &[
+            avail(1),
+            avail(2),
+            avail(3),
+            json!({"iccid": iccid(4), "template": "tpl", "cc": "4242"}),
+        ],
+    )
+    .await;
+    let p1 = store.get_profile(&t, &iccid(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (p1.state, p1.template.as_deref()),
+        (S::Available, Some("tpl"))
+    );
+    assert!(
+        store
+            .get_profile(&other, &iccid(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "other tenant"
+    );
+    let p4 = store.get_profile(&t, &iccid(4)).await.unwrap().unwrap();
+    assert_eq!(p4.state, S::Released);
+    assert!(p4.confirmation_code_required);
+    assert_eq!(p4.smdp_address().as_deref(), Some("smdp.example.com"));
+
+    // DownloadOrder: by profile type (first AVAILABLE), by ICCID, with an EID.
+    let cmd = |i: Option<String>, pt: Option<&str>, c| {
+        let (r, store, t) = (req(i, pt, c), store.clone(), t.clone());
+        async move { store.profile_command(&t, &r).await }
+    };
+    assert_eq!(
+        cmd(None, Some("nope"), download(None)).await.unwrap(),
+        Err(R::UnknownProfileType("nope".into()))
+    );
+    let o = cmd(None, Some("tpl"), download(None)).await.unwrap();
+    assert_eq!(
+        (state_of(&o), o.as_ref().unwrap().iccid.clone()),
+        (S::Allocated, iccid(1))
+    );
+    let o = cmd(Some(iccid(2)), Some("tpl"), download(Some(EID)))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&o), S::Linked);
+    assert_eq!(o.unwrap().eid.as_deref(), Some(EID));
+    assert!(matches!(
+        cmd(Some(iccid(3)), Some("other-type"), download(None))
+            .await
+            .unwrap(),
+        Err(R::ProfileTypeMismatch { .. })
+    ));
+    assert_eq!(
+        state_of(&cmd(Some(iccid(3)), None, download(None)).await.unwrap()),
+        S::Allocated
+    );
+    assert_eq!(
+        cmd(None, Some("tpl"), download(None)).await.unwrap(),
+        Err(R::NoProfileAvailable("tpl".into()))
+    );
+    assert!(matches!(
+        cmd(Some(iccid(4)), None, download(None)).await.unwrap(),
+        Err(R::InvalidTransition { .. })
+    ));
+    assert_eq!(
+        store
+            .profile_command(&other, &req(Some(iccid(1)), None, download(None)))
+            .await
+            .unwrap(),
+        Err(R::UnknownIccid(iccid(1))),
+        "another tenant's profile is unknown"
+    );
+    assert!(matches!(
+        store
+            .profile_command(&t, &req(None, None, download(None)))
+            .await,
+        Err(StoreError::State(_))
+    ));
+
+    // ConfirmOrder: EID mismatch, matching ID in use, then confirmed with a CC.
+    let before = store.get_profile(&t, &iccid(2)).await.unwrap().unwrap();
+    assert!(matches!(
+        cmd(Some(iccid(2)), None, confirm(Some(EID2), None, None, true))
+            .await
+            .unwrap(),
+        Err(R::EidMismatch { .. })
+    ));
+    assert_eq!(
+        cmd(
+            Some(iccid(2)),
+            None,
+            confirm(Some(EID), Some(&p4.matching_id), None, true)
+        )
+        .await
+        .unwrap(),
+        Err(R::MatchingIdInUse(p4.matching_id.clone()))
+    );
+    assert_eq!(
+        store.get_profile(&t, &iccid(2)).await.unwrap().unwrap(),
+        before,
+        "a refusal writes nothing"
+    );
+    const CC: &str = "CC-8817";
+    let o = cmd(
+        Some(iccid(2)),
+        None,
+        confirm(Some(EID), Some("OP-MID-2"), Some(CC), false),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (o.state, o.matching_id.as_str()),
+        (S::Confirmed, "OP-MID-2")
+    );
+    assert_eq!(o.activation_code, "1$smdp.example.com$OP-MID-2$$1");
+    assert!(o.confirmation_code_required);
+    assert_eq!(
+        store.get_profile(&t, &iccid(2)).await.unwrap().unwrap(),
+        o,
+        "what was written"
+    );
+
+    // ReleaseProfile, then again (not CONFIRMED any more).
+    assert_eq!(
+        state_of(
+            &cmd(Some(iccid(2)), None, ProfileCommand::ReleaseProfile)
+                .await
+                .unwrap()
+        ),
+        S::Released
+    );
+    assert!(matches!(
+        cmd(Some(iccid(2)), None, ProfileCommand::ReleaseProfile)
+            .await
+            .unwrap(),
+        Err(R::InvalidTransition { .. })
+    ));
+    // ConfirmOrder with releaseFlag on an ALLOCATED profile links it to the EID.
+    let o = cmd(Some(iccid(3)), None, confirm(Some(EID2), None, None, true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.state, o.eid.as_deref()), (S::Released, Some(EID2)));
+
+    // CancelOrder back to AVAILABLE: a new matching ID, no EID, no CC.
+    let o = cmd(Some(iccid(2)), None, cancel(FinalProfileStatus::Available))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (o.state, o.eid.clone(), o.confirmation_code_required),
+        (S::Available, None, false)
+    );
+    assert_ne!(o.matching_id, "OP-MID-2");
+    let o = cmd(
+        Some(iccid(1)),
+        None,
+        cancel(FinalProfileStatus::Unavailable),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state_of(&o), S::Unavailable);
+    assert!(matches!(
+        cmd(Some(iccid(1)), None, cancel(FinalProfileStatus::Available))
+            .await
+            .unwrap(),
+        Err(R::InvalidTransition { .. })
+    ));
+
+    // History and events record every change, and nothing else.
+    let h = store.sim_history(&t, &iccid(2), 0, 100).await.unwrap();
+    let ops: Vec<_> = h
+        .iter()
+        .map(|e| {
+            (
+                e.operation.as_str(),
+                e.from_status.as_deref(),
+                e.to_status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &ops[1..],
+        &[
+            ("es2plus.download_order", Some("AVAILABLE"), "LINKED"),
+            ("es2plus.confirm_order", Some("LINKED"), "CONFIRMED"),
+            ("es2plus.release_profile", Some("CONFIRMED"), "RELEASED"),
+            ("es2plus.cancel_order", Some("RELEASED"), "AVAILABLE"),
+        ]
+    );
+    let events = store.events_after(&t, 0, 1000).await.unwrap();
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "profile.status_changed")
+        .collect();
+    assert_eq!(changes.len(), 8, "{changes:?}");
+    assert_eq!(changes[0].data["function_call_identifier"], "call-1");
+    assert!(store
+        .events_after(&other, 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.kind != "profile.status_changed"));
+    assert!(
+        !raw_dump().await.contains(CC),
+        "confirmation code stored in plaintext"
+    );
+}
+
+async fn profile_expiry(store: Arc<dyn Store>) {
+    use lifecycle::*;
+    let t = tenant(&store, "acme").await;
+    let past = "2020-01-02 03:04:05";
+    generate(
+        &store,
+        &t,
+        &[
+            json!({"iccid": iccid(1), "template": "tpl", "expire_time": past}),
+            json!({"iccid": iccid(2), "template": "tpl", "expire_time": past, "profile_state": "AVAILABLE"}),
+            json!({"iccid": iccid(3), "template": "tpl", "expire_time": "2999-01-01 00:00:00"}),
+            json!({"iccid": iccid(4), "template": "tpl"}),
+            json!({"iccid": iccid(5), "template": "tpl", "expire_time": past}),
+        ],
+    )
+    .await;
+    // A used-up profile is not expired again: cancel 5 for good first.
+    let o = store
+        .profile_command(
+            &t,
+            &req(
+                Some(iccid(5)),
+                None,
+                cancel(FinalProfileStatus::Unavailable),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state_of(&o), S::Unavailable);
+    let now = now_ms();
+    assert_eq!(
+        store.expire_profiles(now, 1).await.unwrap(),
+        1,
+        "bounded by the limit"
+    );
+    assert_eq!(store.expire_profiles(now, 100).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_profiles(now, 100).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    for (n, want) in [
+        (1, S::Unavailable),
+        (2, S::Unavailable),
+        (3, S::Released),
+        (4, S::Released),
+        (5, S::Unavailable),
+    ] {
+        assert_eq!(
+            store
+                .get_profile(&t, &iccid(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            want,
+            "profile {n}"
+        );
+    }
+    let h = store.sim_history(&t, &iccid(2), 0, 100).await.unwrap();
+    let last = h.last().unwrap();
+    assert_eq!(
+        (
+            last.operation.as_str(),
+            last.from_status.as_deref(),
+            last.to_status.as_str()
+        ),
+        ("profile.expired", Some("AVAILABLE"), "UNAVAILABLE")
+    );
+    let expired: Vec<_> = store
+        .events_after(&t, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "profile.status_changed" && e.data["operation"] == "profile.expired")
+        .map(|e| e.data["iccid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(expired.len(), 2);
+    assert!(expired.contains(&iccid(1)) && expired.contains(&iccid(2)));
+    // The expiry cut-off is the time given: nothing is due a day in the past.
+    assert_eq!(store.expire_profiles(1_000, 100).await.unwrap(), 0);
+}
+
+async fn concurrent_download_orders_take_distinct_profiles(store: Arc<dyn Store>) {
+    use lifecycle::*;
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=6)
+        .map(|n| json!({"iccid": iccid(n), "template": "tpl", "profile_state": "AVAILABLE"}))
+        .collect();
+    generate(&store, &t, &rows).await;
+    // Eight callers race for six profiles of one type: six win distinct
+    // profiles, two are told none is available, and nothing is taken twice.
+    let calls = (0..8).map(|_| {
+        let (store, t) = (store.clone(), t.clone());
+        tokio::spawn(async move {
+            store
+                .profile_command(&t, &req(None, Some("tpl"), download(None)))
+                .await
+                .unwrap()
+        })
+    });
+    let mut won = Vec::new();
+    let mut none_left = 0;
+    for c in calls.collect::<Vec<_>>() {
+        match c.await.unwrap() {
+            Ok(p) => won.push(p.iccid),
+            Err(R::NoProfileAvailable(_)) => none_left += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    won.sort();
+    won.dedup();
+    assert_eq!((won.len(), none_left), (6, 2), "{won:?}");
+    for n in 1..=6 {
+        assert_eq!(
+            store
+                .get_profile(&t, &iccid(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            S::Allocated
+        );
+        assert_eq!(
+            store
+                .sim_history(&t, &iccid(n), 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "one order each"
+        );
+    }
 }
 
 /// `get_item` finds an item by its global id (the order id dialects show),

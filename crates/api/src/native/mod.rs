@@ -7,6 +7,7 @@ pub mod batches;
 pub mod downloads;
 pub mod events;
 pub mod export;
+pub mod profiles;
 pub mod sims;
 mod upload;
 pub mod webhooks;

@@ -17,6 +17,7 @@ mod batches;
 mod dialect;
 mod engine;
 mod misc;
+mod profiles;
 mod rows;
 mod webhooks;
 
@@ -32,7 +33,7 @@ use sqlx::{Postgres, Transaction};
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::plan::EventWrite;
-use crate::{Result, Store, StoreError};
+use crate::{ProfileOutcome, ProfileRecord, ProfileRequest, Result, Store, StoreError};
 
 /// The PostgreSQL store: a pool and the master-key cipher.
 pub struct PgStore {
@@ -241,6 +242,20 @@ impl Store for PgStore {
     ) -> Result<Vec<HistoryEntry>> {
         self.sim_history_impl(tenant_id, iccid, after_id, limit)
             .await
+    }
+
+    async fn get_profile(&self, tenant_id: &str, iccid: &str) -> Result<Option<ProfileRecord>> {
+        self.get_profile_impl(tenant_id, iccid).await
+    }
+    async fn profile_command(
+        &self,
+        tenant_id: &str,
+        req: &ProfileRequest,
+    ) -> Result<ProfileOutcome> {
+        self.profile_command_impl(tenant_id, req).await
+    }
+    async fn expire_profiles(&self, now_ms: i64, limit: i64) -> Result<u64> {
+        self.expire_profiles_impl(now_ms, limit).await
     }
 
     async fn events_after(

@@ -7,6 +7,7 @@ mod batches;
 mod dialect;
 mod engine;
 mod misc;
+mod profiles;
 mod rows;
 
 use std::collections::HashSet;
@@ -267,6 +268,20 @@ impl Store for SqliteStore {
         .iter()
         .map(rows::history)
         .collect()
+    }
+
+    async fn get_profile(&self, tenant_id: &str, iccid: &str) -> Result<Option<ProfileRecord>> {
+        self.get_profile_impl(tenant_id, iccid).await
+    }
+    async fn profile_command(
+        &self,
+        tenant_id: &str,
+        req: &ProfileRequest,
+    ) -> Result<ProfileOutcome> {
+        self.profile_command_impl(tenant_id, req).await
+    }
+    async fn expire_profiles(&self, now_ms: i64, limit: i64) -> Result<u64> {
+        self.expire_profiles_impl(now_ms, limit).await
     }
 
     async fn events_after(
