@@ -45,7 +45,7 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, events, sims, webhooks};
+    use native::{batches, esim, events, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{id}",
             get(webhooks::get).delete(webhooks::delete),
         )
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries));
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/templates", post(esim::add).get(esim::list))
+        .route("/v1/templates/{name}", get(esim::get))
+        .route("/v1/profiles/{iccid}/package", get(esim::package));
     Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, events, sims, webhooks};
+use crate::native::{self, batches, esim, events, sims, webhooks};
 
 struct Security;
 
@@ -42,6 +42,7 @@ impl Modify for Security {
         sims::list, sims::get, sims::history, sims::action,
         events::list,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
+        esim::add, esim::list, esim::get, esim::package,
         crate::healthz, crate::readyz, crate::openapi_json,
     ),
     components(schemas(
@@ -52,6 +53,7 @@ impl Modify for Security {
         native::WebhookList, native::DeliveryList,
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
         webhooks::CreateWebhookBody, crate::Health,
+        esim::TemplateDto, esim::TemplateProfileDto, esim::TemplateList,
     )),
     modifiers(&Security),
     tags(
@@ -59,6 +61,7 @@ impl Modify for Security {
         (name = "sims", description = "SIMs, their history, single-SIM orders"),
         (name = "events", description = "The event feed"),
         (name = "webhooks", description = "Signed event deliveries"),
+        (name = "esim", description = "Profile templates (SAIP) and personalised profile packages"),
         (name = "health", description = "Liveness, readiness, this document"),
     )
 )]

@@ -6,6 +6,7 @@
 //! - [`sweeper`]: retention and expired-key sweeping.
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
 
+pub mod personalise;
 pub mod service;
 pub mod sweeper;
 pub mod webhooks;

@@ -22,8 +22,9 @@ pub struct Inputs {
     pub imsi: String,
     /// Subscriber key.
     pub ki: [u8; 16],
-    /// OPc (derive it from OP with [`crate::derive_opc`]).
-    pub opc: [u8; 16],
+    /// OPc (derive it from OP with [`crate::derive_opc`]). `None` keeps the
+    /// template's value: conformance-test profiles run the test algorithm, which has no OPc.
+    pub opc: Option<[u8; 16]>,
     /// MSISDN digits (a leading `+` is allowed), written to EF.MSISDN record 1.
     pub msisdn: Option<String>,
     /// IMS private identity, written to EF.IMPI.
@@ -122,7 +123,7 @@ pub fn personalise_package(
     write_required(&mut p, EF_ICCID, iccid_ef)?;
     write_required(&mut p, EF_IMSI, imsi)?;
     write_required(&mut p, EF_ACC, acc)?;
-    set_aka(&mut p, &inputs.ki, &inputs.opc)?;
+    set_aka(&mut p, &inputs.ki, inputs.opc.as_ref())?;
 
     if let Some(m) = &inputs.msisdn {
         if let Some(file) = p.file_mut(EF_MSISDN)? {
@@ -296,7 +297,7 @@ fn write_leading(
     Ok(())
 }
 
-fn set_aka(p: &mut Package, ki: &[u8; 16], opc: &[u8; 16]) -> Result<(), PersonaliseError> {
+fn set_aka(p: &mut Package, ki: &[u8; 16], opc: Option<&[u8; 16]>) -> Result<(), PersonaliseError> {
     let mut n = 0;
     for e in p.elements_mut().iter_mut().filter(|e| e.tag == [pe::AKA]) {
         let params = e
@@ -307,14 +308,16 @@ fn set_aka(p: &mut Package, ki: &[u8; 16], opc: &[u8; 16]) -> Result<(), Persona
                     .find(|c| Tlv::is_constructed_tag(&c.tag))
             })
             .ok_or_else(|| bad_template("an AKA parameter element has no algoParameter".into()))?;
-        for (tag, value, what) in [(0x82u8, ki, "key"), (0x83, opc, "OPc")] {
+        for (tag, value, what) in [(0x82u8, Some(ki), "key"), (0x83, opc, "OPc")] {
             let slot = params
                 .child_mut(&[tag])
                 .filter(|s| s.bytes().map(<[u8]>::len) == Some(16))
                 .ok_or_else(|| {
                     bad_template(format!("an AKA parameter element has no 16-byte {what}"))
                 })?;
-            slot.set_bytes(value.to_vec());
+            if let Some(v) = value {
+                slot.set_bytes(v.to_vec());
+            }
         }
         n += 1;
     }

@@ -50,7 +50,7 @@ fn golden_vectors_byte_for_byte() {
             iccid: s("iccid"),
             imsi: s("imsi"),
             ki: h16(&s("ki")),
-            opc: h16(&s("opc")),
+            opc: Some(h16(&s("opc"))),
             ..Default::default()
         };
         let out = personalise(&template, &inputs).unwrap();
@@ -94,7 +94,7 @@ fn full_inputs(n: u32) -> Inputs {
         iccid: format!("89882{n:014}"),
         imsi: format!("99999{n:010}"),
         ki: [n as u8; 16],
-        opc: [0xa5 ^ n as u8; 16],
+        opc: Some([0xa5 ^ n as u8; 16]),
         msisdn: Some(format!("4670{n:07}")),
         impi: Some(format!("{n:04}@ims.example.org")),
         impu: Some(format!("sip:+4670{n:07}@ims.mnc999.mcc999.3gppnetwork.org")),
@@ -123,7 +123,7 @@ fn all_templates_personalise_and_read_back() {
         assert!(v
             .aka
             .iter()
-            .all(|(ki, opc)| ki[..] == inputs.ki && opc[..] == inputs.opc));
+            .all(|(ki, opc)| ki[..] == inputs.ki && opc[..] == inputs.opc.unwrap()));
         assert_eq!(v.msisdn, inputs.msisdn, "{name}");
         assert_eq!(v.impi, inputs.impi, "{name}");
         assert_eq!(v.impu, inputs.impu, "{name}");
@@ -161,7 +161,7 @@ fn only_the_value_bytes_change() {
         iccid: "89000123456789012341".into(),
         imsi: "001010123456063".into(),
         ki: h16("000102030405060708090a0b0c0d0e0f"),
-        opc: [0; 16],
+        opc: Some([0; 16]),
         ..Default::default()
     };
     let out = personalise(bytes, &inputs).unwrap();
@@ -173,6 +173,21 @@ fn only_the_value_bytes_change() {
         (&bytes[i - 3..=i], &out[i - 3..=i]),
         (&[0x83, 2, 0, 1][..], &[0x83, 2, 0, 8][..])
     );
+}
+
+#[test]
+fn without_opc_the_template_value_stays() {
+    let (_, bytes) = &templates()[3];
+    let mut inputs = full_inputs(7);
+    inputs.opc = None;
+    let before = Package::parse(bytes).unwrap().values().aka;
+    let after = Package::parse(&personalise(bytes, &inputs).unwrap())
+        .unwrap()
+        .values()
+        .aka;
+    for ((_, old_opc), (ki, opc)) in before.iter().zip(&after) {
+        assert_eq!((ki.as_slice(), opc), (&inputs.ki[..], old_opc));
+    }
 }
 
 #[test]

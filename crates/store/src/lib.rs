@@ -167,6 +167,11 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<HistoryEntry>>;
 
+    /// The personalised profile package (DER) of the tenant's SIM, decrypted,
+    /// recording the download in the SIM's history in the same transaction.
+    /// `None` when the tenant has no profile for the ICCID, or it has no package.
+    async fn download_package(&self, tenant_id: &str, iccid: &str) -> Result<Option<Vec<u8>>>;
+
     // ---- events ----
 
     /// Events of the tenant after the cursor, oldest first.

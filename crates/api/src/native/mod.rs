@@ -4,6 +4,7 @@
 //! schema are owned by the HTTP layer. Times are RFC 3339 (UTC).
 
 pub mod batches;
+pub mod esim;
 pub mod events;
 pub mod sims;
 mod upload;
