@@ -261,3 +261,36 @@ fn bad_inputs_name_their_field() {
     assert!(matches!(e, PersonaliseError::Template(_)));
     assert_eq!(e.code(), "template_invalid");
 }
+
+mod damaged {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// A damaged template (bytes changed, cut or inserted anywhere) is
+        /// refused or personalised, never a panic; what parses re-encodes
+        /// to the same bytes.
+        #[test]
+        fn damaged_templates_never_panic(
+            which in 0usize..18,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let (_, mut bytes) = templates().swap_remove(which);
+            for (at, byte, kind) in edits {
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] = byte,
+                    1 => { bytes.remove(i); }
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            if let Ok(p) = Package::parse(&bytes) {
+                prop_assert_eq!(p.encode(), bytes.clone());
+                let _ = p.values();
+            }
+            let _ = personalise(&bytes, &full_inputs(3));
+        }
+    }
+}
