@@ -273,6 +273,10 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
         v.aka.len()
     );
     assert_eq!(v.imsi.as_deref(), Some("001010000000022"));
+    assert!(
+        opc_on_file(&app, &iccid(2)).await,
+        "the OPc derived from OP is kept with the SIM"
+    );
 
     // Only the owner; every download is in the SIM's history.
     assert_eq!(download(&app, &app.other, &iccid(1)).await, None);
@@ -306,6 +310,20 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
     app.wait_batch(imp["id"].as_str().unwrap()).await;
     assert_eq!(download(&app, &app.token, &iccid(8)).await, None);
     app.stop().await;
+}
+
+/// Whether the SIM row has a (sealed) OPc, read straight from the database.
+async fn opc_on_file(app: &TestApp, iccid: &str) -> bool {
+    use sqlx::Connection;
+    let sql = format!("SELECT count(*) FROM sims WHERE iccid = '{iccid}' AND opc_enc IS NOT NULL");
+    let n: i64 = if app.url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(&app.url).await.unwrap();
+        sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&app.url).await.unwrap();
+        sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+    };
+    n == 1
 }
 
 /// GET the package: Some(DER) on 200, None on a 404 problem.

@@ -235,12 +235,16 @@ pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &Templates) ->
                 }
             }
             let a = &p.order.args;
-            let secrets = (result.is_ok() && (a.ki.is_some() || a.opc.is_some())).then(|| {
-                (
-                    a.ki.as_ref().map(|k| k.to_hex()),
-                    a.opc.as_ref().map(|o| o.to_hex()),
-                )
+            // An OP given instead of OPc is stored as the OPc it derives.
+            let opc = a.opc.as_ref().map(|o| o.to_hex()).or_else(|| {
+                let (ki, op) = (a.ki.as_ref()?, a.op.as_ref()?);
+                Some(hex::encode_upper(simbatch_saip::derive_opc(
+                    ki.bytes(),
+                    op.bytes(),
+                )))
             });
+            let secrets = (result.is_ok() && (a.ki.is_some() || opc.is_some()))
+                .then(|| (a.ki.as_ref().map(|k| k.to_hex()), opc));
             (result, secrets)
         }
     };
