@@ -130,21 +130,21 @@ pub fn personalise_package(
             let len = package::record_len(file)
                 .ok_or_else(|| bad_template("EF.MSISDN has no record length".into()))?;
             let rec = enc::msisdn_record(m, len).map_err(input("msisdn"))?;
-            write_leading(file, rec, len, EF_MSISDN)?;
+            write_leading(file, rec, len, EF_MSISDN).map_err(|e| e.blame("msisdn"))?;
         }
     }
     if let Some(impi) = &inputs.impi {
         let tlv = enc::nai_tlv(impi, "IMPI").map_err(input("impi"))?;
         if let Some(file) = p.file_mut(EF_IMPI)? {
             let cap = package::file_size(file).unwrap_or(tlv.len());
-            write_leading(file, tlv, cap, EF_IMPI).map_err(|e| retarget(e, "impi"))?;
+            write_leading(file, tlv, cap, EF_IMPI).map_err(|e| e.blame("impi"))?;
         }
     }
     if let Some(impu) = &inputs.impu {
         let tlv = enc::nai_tlv(impu, "IMPU").map_err(input("impu"))?;
         if let Some(file) = p.file_mut(EF_IMPU)? {
             let cap = package::record_len(file).unwrap_or(tlv.len());
-            write_leading(file, tlv, cap, EF_IMPU).map_err(|e| retarget(e, "impu"))?;
+            write_leading(file, tlv, cap, EF_IMPU).map_err(|e| e.blame("impu"))?;
         }
     }
     for c in CODES {
@@ -210,13 +210,21 @@ const CODES: [CodeSpec; 5] = [
     },
 ];
 
-/// A value too long for its file is the input's fault.
-fn retarget(e: PersonaliseError, field: &'static str) -> PersonaliseError {
-    match e {
-        PersonaliseError::Template(PackageError::Template(r)) if r.contains("holds at most") => {
-            PersonaliseError::Input { field, reason: r }
+/// Why a value could not be written into a file.
+enum WriteError {
+    /// The value does not fit: the input's fault.
+    TooLong(String),
+    /// The file's layout is not one this crate writes into: the template's.
+    Layout(String),
+}
+
+impl WriteError {
+    /// The error, blaming `field` when the value is too long.
+    fn blame(self, field: &'static str) -> PersonaliseError {
+        match self {
+            Self::TooLong(reason) => PersonaliseError::Input { field, reason },
+            Self::Layout(reason) => bad_template(reason),
         }
-        other => other,
     }
 }
 
@@ -225,7 +233,10 @@ fn write_required(p: &mut Package, f: FileRef, data: Vec<u8>) -> Result<(), Pers
     let file = p
         .file_mut(f)?
         .ok_or_else(|| bad_template(format!("the template has no {}", f.name)))?;
-    write_leading(file, data, len, f)
+    // Fixed-size values of a checked template always fit.
+    write_leading(file, data, len, f).map_err(|e| match e {
+        WriteError::TooLong(r) | WriteError::Layout(r) => bad_template(r),
+    })
 }
 
 /// Write `data` at offset 0 of a file field, keeping any later content where it was.
@@ -240,9 +251,9 @@ fn write_leading(
     data: Vec<u8>,
     capacity: usize,
     f: FileRef,
-) -> Result<(), PersonaliseError> {
+) -> Result<(), WriteError> {
     if data.len() > capacity {
-        return Err(bad_template(format!(
+        return Err(WriteError::TooLong(format!(
             "{} holds at most {capacity} bytes, the value needs {}",
             f.name,
             data.len()
@@ -250,13 +261,13 @@ fn write_leading(
     }
     let kids = file
         .children_mut()
-        .ok_or_else(|| bad_template(format!("{} is not a file definition", f.name)))?;
+        .ok_or_else(|| WriteError::Layout(format!("{} is not a file definition", f.name)))?;
     let Some(i) = kids.iter().position(|c| c.tag == [0x83] || c.tag == [0x82]) else {
         kids.push(Tlv::primitive(&[0x83], data));
         return Ok(());
     };
     if kids[i].tag == [0x82] {
-        return Err(bad_template(format!(
+        return Err(WriteError::Layout(format!(
             "{} starts with a fill offset; writing at offset 0 is not supported",
             f.name
         )));
@@ -267,7 +278,7 @@ fn write_leading(
             let skip = next.bytes().and_then(enc::decode_uint).unwrap_or(0);
             let end = old_len + skip;
             if data.len() > end {
-                return Err(bad_template(format!(
+                return Err(WriteError::TooLong(format!(
                     "{} holds at most {end} bytes before its next content, the value needs {}",
                     f.name,
                     data.len()
@@ -280,7 +291,7 @@ fn write_leading(
             kids[i].set_bytes(data);
         }
         Some(next) if next.tag == [0x83] && data.len() > old_len => {
-            return Err(bad_template(format!(
+            return Err(WriteError::TooLong(format!(
                 "{} holds at most {old_len} bytes before its next content, the value needs {}",
                 f.name,
                 data.len()
@@ -372,4 +383,80 @@ fn set_code(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(children: Vec<Tlv>) -> Tlv {
+        let fcp = Tlv::constructed(&[0xa1], vec![Tlv::primitive(&[0x83], vec![0x6f, 0x04])]);
+        let mut kids = vec![fcp];
+        kids.extend(children);
+        Tlv::constructed(&[0xa4], kids)
+    }
+
+    fn content(t: &Tlv) -> Vec<(u8, Vec<u8>)> {
+        t.children()[1..]
+            .iter()
+            .map(|c| (c.tag[0], c.bytes().unwrap().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn writes_keep_later_content_in_place() {
+        // 83 (5 bytes) + skip 3, then record 2: a shorter value moves the skip.
+        let mut f = file(vec![
+            Tlv::primitive(&[0x83], vec![1; 5]),
+            Tlv::primitive(&[0x82], vec![3]),
+            Tlv::primitive(&[0x83], vec![2; 8]),
+        ]);
+        assert!(write_leading(&mut f, vec![9; 2], 8, EF_IMPU).is_ok());
+        assert_eq!(
+            content(&f),
+            vec![(0x83, vec![9; 2]), (0x82, vec![6]), (0x83, vec![2; 8])]
+        );
+        // Up to the full record, not beyond.
+        assert!(write_leading(&mut f, vec![7; 8], 8, EF_IMPU).is_ok());
+        assert_eq!(content(&f)[1], (0x82, vec![0]));
+        assert!(matches!(
+            write_leading(&mut f, vec![7; 9], 9, EF_IMPU),
+            Err(WriteError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn writes_pad_shrink_and_append() {
+        let mut f = file(vec![Tlv::primitive(&[0x83], vec![1; 6])]);
+        assert!(write_leading(&mut f, vec![5; 2], 6, EF_IMPI).is_ok());
+        assert_eq!(
+            content(&f),
+            vec![(0x83, vec![5, 5, 0xff, 0xff, 0xff, 0xff])]
+        );
+        assert!(matches!(
+            write_leading(&mut f, vec![5; 7], 6, EF_IMPI),
+            Err(WriteError::TooLong(_))
+        ));
+        let mut empty = file(vec![]);
+        assert!(write_leading(&mut empty, vec![3; 4], 4, EF_MSISDN).is_ok());
+        assert_eq!(content(&empty), vec![(0x83, vec![3; 4])]);
+        // Content directly followed by more content cannot grow.
+        let mut packed = file(vec![
+            Tlv::primitive(&[0x83], vec![1; 2]),
+            Tlv::primitive(&[0x83], vec![2; 2]),
+        ]);
+        assert!(matches!(
+            write_leading(&mut packed, vec![0; 3], 4, EF_IMPU),
+            Err(WriteError::TooLong(_))
+        ));
+        // A file that starts with an offset is a layout this crate refuses.
+        let mut offset_first = file(vec![
+            Tlv::primitive(&[0x82], vec![4]),
+            Tlv::primitive(&[0x83], vec![2; 2]),
+        ]);
+        assert!(matches!(
+            write_leading(&mut offset_first, vec![0; 2], 4, EF_IMPU),
+            Err(WriteError::Layout(_))
+        ));
+    }
 }
