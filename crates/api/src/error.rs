@@ -19,7 +19,7 @@
 //! | 409 | `conflict`, `idempotency_key_in_use` | not possible in the current state; the first request with this key is still running |
 //! | 413 | `payload_too_large` | a JSON body over the limit (64 MiB) |
 //! | 415 | `unsupported_media_type` | a body that is not JSON, CSV or NDJSON |
-//! | 422 | `invalid_type`, `invalid_request`, `unknown_operation`, `unknown_field`, `empty_batch`, `too_many_items`, `idempotency_key_reused` | readable, but wrong |
+//! | 422 | `invalid_type`, `invalid_request`, `unknown_operation`, `unknown_field`, `empty_batch`, `too_many_items`, `idempotency_key_reused`, `template_invalid`, `template_name_invalid` | readable, but wrong |
 //! | 500 | `internal` | a store or server fault: the detail is generic, the cause is only logged |
 //! | 503 | `not_ready` | the store does not answer (`/readyz`) |
 //!
@@ -174,6 +174,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", detail),
             ServiceError::Internal => Self::internal(),
+            ServiceError::Refused { code, .. } => Self::unprocessable(code, detail),
         }
     }
 }

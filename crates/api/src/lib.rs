@@ -49,7 +49,7 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, downloads, events, profiles, sims, webhooks};
+    use native::{batches, downloads, esim, events, profiles, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
@@ -75,7 +75,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/profiles/{iccid}", get(profiles::get))
-        .route("/v1/profiles/{iccid}/qr.png", get(profiles::qr_png));
+        .route("/v1/profiles/{iccid}/qr.png", get(profiles::qr_png))
+        .route("/v1/templates", post(esim::add).get(esim::list))
+        .route("/v1/templates/{name}", get(esim::get))
+        .route("/v1/profiles/{iccid}/package", get(esim::package));
     Router::new()
         .merge(v1)
         .merge(es2plus::routes())

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, downloads, events, profiles, sims, webhooks};
+use crate::native::{self, batches, downloads, esim, events, profiles, sims, webhooks};
 
 struct Security;
 
@@ -44,6 +44,7 @@ impl Modify for Security {
         events::list,
         profiles::get, profiles::qr_png,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
+        esim::add, esim::list, esim::get, esim::package,
         crate::healthz, crate::readyz, crate::openapi_json,
     ),
     components(schemas(
@@ -55,6 +56,7 @@ impl Modify for Security {
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
         webhooks::CreateWebhookBody, crate::Health, profiles::ProfileDto,
         downloads::OperationDto, downloads::FieldDto,
+        esim::TemplateDto, esim::TemplateProfileDto, esim::TemplateList,
     )),
     modifiers(&Security),
     tags(
@@ -63,6 +65,7 @@ impl Modify for Security {
         (name = "events", description = "The event feed"),
         (name = "profiles", description = "eSIM profiles: SGP.22 state, activation code, QR code"),
         (name = "webhooks", description = "Signed event deliveries"),
+        (name = "esim", description = "Profile templates (SAIP) and personalised profile packages"),
         (name = "health", description = "Liveness, readiness, this document"),
     )
 )]

@@ -803,6 +803,8 @@ fn valid_value(name: &str) -> Value {
         "state" => json!("IN_USE"),
         "template" => json!("tpl"),
         "profile_state" => json!("AVAILABLE"),
+        "imsi" => json!("001010000000001"),
+        "ki" => json!("465b5ce8b199b49faa5f0a2ee238a6bc"),
         _ => json!("v"),
     }
 }
@@ -828,6 +830,12 @@ fn expected(kind: FieldKind, payload: &str) -> Option<&'static str> {
         } else {
             "opc_invalid_length"
         }),
+        FieldKind::Op => Some(if payload.len() == 32 {
+            "op_not_hex"
+        } else {
+            "op_invalid_length"
+        }),
+        FieldKind::SecretCode(..) => Some("invalid_code"),
         FieldKind::Time => Some("invalid_time"),
         FieldKind::SubscriptionState | FieldKind::ApnStatus | FieldKind::InitialProfileState => {
             Some("invalid_value")

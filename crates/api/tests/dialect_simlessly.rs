@@ -41,6 +41,7 @@ both_backends!(
     auth_refusals,
     request_refusals,
     item_failures_are_reported_per_item,
+    golden_generate_seed_verbatim_names_what_does_not_fit,
     wrong_tenant_sees_nothing,
     result_links,
     concurrent_clients,
@@ -188,10 +189,7 @@ fn assert_refused(r: &(u16, Value), code: &str, needle: &str) {
 
 async fn start(backend: Backend) -> TestApp {
     let app = TestApp::start(backend).await;
-    app.store
-        .add_template(TEMPLATE, b"\x30\x03\x02\x01\x00 profile template")
-        .await
-        .unwrap();
+    app.add_template(TEMPLATE).await;
     app
 }
 
@@ -242,9 +240,41 @@ fn is_ac(ac: &str, with_cc: bool) -> bool {
     head_ok && (ac.ends_with("$$1") == with_cc)
 }
 
-async fn golden_generate_reaches_complete_with_codes(backend: Backend) {
+/// The seed's IMPI and IMPU (51 and 55 bytes) are longer than EF.IMPI and
+/// EF.IMPU in every GSMA TS.48 test template (32 bytes): sent verbatim, the
+/// batch completes and its one item fails naming `impi`, with nothing stored.
+async fn golden_generate_seed_verbatim_names_what_does_not_fit(backend: Backend) {
     let app = start(backend).await;
     let code = generate(&app, &app.token, SEED_GENERATE).await;
+    let obj = wait_complete(&app, &app.token, &code).await;
+    let info = &obj["batchTaskInfo"];
+    assert_eq!(info["status"], "COMPLETE", "{obj}");
+    assert_eq!((&info["total"], &info["failedNum"]), (&json!(1), &json!(1)));
+    let r = &obj["results"][0];
+    assert_eq!(r["success"], false);
+    assert_eq!(r["errorCode"], "invalid_value");
+    let reason = r["errorReason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("impi: EF.IMPI holds at most 32 bytes"),
+        "{reason}"
+    );
+    let (s, _) = app.get("/v1/profiles/89860468152080349618").await;
+    assert_eq!(s, 404, "nothing stored for a failed item");
+    app.stop().await;
+}
+
+/// The seed without the IMS identities that do not fit a TS.48 template.
+fn seed_generate_fitting() -> String {
+    SEED_GENERATE
+        .lines()
+        .filter(|l| !l.contains("\"impi\"") && !l.contains("\"impu\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn golden_generate_reaches_complete_with_codes(backend: Backend) {
+    let app = start(backend).await;
+    let code = generate(&app, &app.token, &seed_generate_fitting()).await;
     let obj = wait_complete(&app, &app.token, &code).await;
 
     let info = &obj["batchTaskInfo"];
@@ -254,7 +284,8 @@ async fn golden_generate_reaches_complete_with_codes(backend: Backend) {
     assert_eq!(info["total"], 1);
     assert_eq!(
         (&info["succeedNum"], &info["succeed"]),
-        (&json!(1), &json!(1))
+        (&json!(1), &json!(1)),
+        "{obj}"
     );
     assert_eq!(
         (&info["failedNum"], &info["failed"]),
@@ -628,7 +659,7 @@ async fn item_failures_are_reported_per_item(backend: Backend) {
     let mut no_ki = item(3);
     no_ki.as_object_mut().unwrap().remove("ki");
     let mut pin = item(4);
-    pin["pin1"] = json!("1234");
+    pin["pin1"] = json!("12");
     let code = generate(
         &app,
         &app.token,

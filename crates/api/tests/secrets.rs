@@ -5,6 +5,11 @@
 //! shared buffer) and in the database (SQLite file bytes after a WAL
 //! checkpoint; every row of every PostgreSQL table as JSON text).
 //!
+//! The personalised profile packages hold Ki in binary: the database check
+//! (raw bytes of every secret) proves they are sealed at rest, and the one
+//! place a package leaves the platform, `GET /v1/profiles/{iccid}/package`, is
+//! checked to hold exactly the Ki given, for its own tenant only.
+//!
 //! There is no export endpoint yet (CSV/XLSX export is a later issue); when
 //! one lands, its output belongs in this test too.
 
@@ -44,9 +49,12 @@ both_backends!(secrets_never_leak);
 
 const KI: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
-const KI2: &str = "0123456789abcdef0123456789abcdef";
+// Not 0123…cdef: the TS.48 template (public test data) holds that value in its CDMA element.
+const KI2: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const CC: &str = "Zq7CcSecret9041";
 const TEMPLATE: &str = "tplSecrets01";
+const PUK1: &str = "97531864";
+const ADM1: &str = "20406080";
 
 /// Every form of every secret that must never appear.
 fn needles() -> Vec<(String, Vec<u8>)> {
@@ -55,6 +63,9 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         out.push((s.to_lowercase(), s.to_lowercase().into_bytes()));
         out.push((s.to_uppercase(), s.to_uppercase().into_bytes()));
         out.push((format!("raw {s}"), hex::decode(s).unwrap()));
+    }
+    for code in [PUK1, ADM1] {
+        out.push((code.to_owned(), code.as_bytes().to_vec()));
     }
     let cc_hex = hex::encode(CC);
     out.push((CC.to_owned(), CC.as_bytes().to_vec()));
@@ -184,10 +195,7 @@ async fn database_bytes(app: &TestApp) -> Vec<u8> {
 async fn secrets_never_leak(b: Backend) {
     let logs = logs();
     let app = TestApp::start(b).await;
-    app.store
-        .add_template(TEMPLATE, b"\x30\x03\x02\x01\x00 profile template")
-        .await
-        .unwrap();
+    app.add_template(TEMPLATE).await;
     let sims: Vec<String> = (0..4).map(iccid).collect();
     // Register: lower-case and upper-case Ki, OPc, with a rejected item
     // that carried a Ki and an OPc.
@@ -227,9 +235,9 @@ async fn secrets_never_leak(b: Backend) {
         "/v1/batches",
         json!({"items": [
             {"operation": "generate_activation_code", "iccid": sims[3], "template": TEMPLATE,
-             "ki": KI, "opc": OPC, "cc": CC, "imsi": "460048867619626"},
+             "ki": KI, "opc": OPC, "cc": CC, "imsi": "460048867619626", "puk1": PUK1, "adm1": ADM1},
             {"operation": "generate_activation_code", "iccid": iccid(5), "template": "nope",
-             "ki": KI, "cc": CC},
+             "ki": KI, "cc": CC, "imsi": "460048867619627"},
             {"operation": "generate_activation_code", "iccid": iccid(6), "template": TEMPLATE,
              "ki": "not hex", "cc": CC},
             {"operation": "import_profile", "iccid": iccid(7), "cc": CC},
@@ -307,6 +315,27 @@ async fn secrets_never_leak(b: Backend) {
     assert_eq!(items["data"][1]["error"]["code"], "template_not_found");
     let sim = get_clean(&app, &format!("/v1/sims/{}", sims[1])).await;
     assert_eq!(sim["has_ki"], true, "{sim}");
+    // The package: only its owner gets it, and it holds the Ki and codes given.
+    let path = format!("/v1/profiles/{}/package", sims[3]);
+    let (s, p) = read(
+        app.req_as(&app.other, Method::GET, &path)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404, "{p}");
+    assert_clean("package 404", p.to_string().as_bytes());
+    let r = app.req(Method::GET, &path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let der = r.bytes().await.unwrap();
+    let values = simbatch_saip::Package::parse(&der).unwrap().values();
+    assert!(values
+        .aka
+        .iter()
+        .all(|(ki, opc)| hex::encode(ki) == KI && hex::encode(opc) == OPC));
+    assert!(values.puks.contains(&(1, PUK1.to_owned())));
+    assert!(values.pins.contains(&(0x0a, ADM1.to_owned())));
 
     // Every answer the test can reach.
     for id in ids {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use serde_json::json;
+use simbatch_engine::service::{check_template, check_template_name};
 
 use crate::config::Db;
 
@@ -82,21 +83,23 @@ pub async fn templates(db: Db, action: TemplatesAction) -> Result<(), String> {
     match action {
         TemplatesAction::Add { name, file } => {
             let name = name.trim().to_owned();
-            if name.is_empty() || name.len() > 128 {
-                return Err("template name must be 1 to 128 characters".into());
-            }
+            check_template_name(&name).map_err(|e| e.to_string())?;
             let content = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             if content.is_empty() {
                 return Err(format!("{}: the file is empty", file.display()));
             }
+            // The same check as POST /v1/templates: a SAIP profile package that can be personalised.
+            let summary =
+                check_template(&content).map_err(|e| format!("{}: {e}", file.display()))?;
             let info = store
                 .add_template(&name, &content)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string(&info).map_err(|e| e.to_string())?
-            );
+            let mut line = serde_json::to_value(&info).map_err(|e| e.to_string())?;
+            line["version"] = summary.version.into();
+            line["iccid"] = summary.iccid.into();
+            line["aka_parameters"] = summary.aka_parameters.into();
+            println!("{line}");
         }
         TemplatesAction::List => {
             for t in store.list_templates().await.map_err(|e| e.to_string())? {

@@ -8,6 +8,10 @@
 //! 5. applies the same effect to a second fresh database as the set-based SQL
 //!    floor (one INSERT…SELECT, two UPDATEs): items/s and the ratio;
 //! 6. reports peak RSS of the process.
+//!
+//! With `--operation generate_activation_code --template FILE` it measures
+//! eSIM personalisation instead: one batch of N items, each personalising the
+//! template into its own profile package (sealed and stored): packages/s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +45,13 @@ pub struct BenchArgs {
     /// Skip the SQL floor run.
     #[arg(long)]
     no_floor: bool,
+    /// What to measure: `activate` (default), or `generate_activation_code`
+    /// (personalised profile packages per second; needs `--template`).
+    #[arg(long, default_value = "activate", value_parser = ["activate", "generate_activation_code"])]
+    operation: String,
+    /// The SAIP template (DER) for `--operation generate_activation_code`.
+    #[arg(long)]
+    template: Option<std::path::PathBuf>,
 }
 
 /// Fresh databases for one run; dropped (PostgreSQL) or deleted (SQLite) at the end.
@@ -267,12 +278,32 @@ fn peak_rss_mib() -> Option<f64> {
 /// Run the benchmark and print its figures.
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let n = args.items.max(1);
+    let template = if args.operation == "generate_activation_code" {
+        let file = args
+            .template
+            .as_ref()
+            .ok_or("--operation generate_activation_code needs --template FILE")?;
+        Some(std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?)
+    } else {
+        None
+    };
+    if let Some(t) = &template {
+        simbatch_engine::service::check_template(t).map_err(|e| e.to_string())?;
+    }
     let fresh = Fresh::create(
         args.database_url.as_deref(),
-        if args.no_floor { 1 } else { 2 },
+        if args.no_floor || template.is_some() {
+            1
+        } else {
+            2
+        },
     )
     .await?;
-    let result = measure(&args, n, &fresh).await;
+    let result = if args.operation == "generate_activation_code" {
+        measure_packages(&args, n, &fresh).await
+    } else {
+        measure(&args, n, &fresh).await
+    };
     fresh.drop_all().await;
     let report = result?;
     println!(
@@ -385,6 +416,143 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         "get_batch_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
                          "max": percentile(&lat, 1.0)},
         "worker_fenced_out": stats.map(|s| s.fenced_out.load(std::sync::atomic::Ordering::Relaxed)),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// NDJSON generate_activation_code items, generated as they are sent.
+fn package_items(n: usize) -> reqwest::Body {
+    let chunk = 1000;
+    let stream = futures::stream::iter((0..n).step_by(chunk).map(move |start| {
+        let mut s = String::with_capacity(chunk * 200);
+        for i in start..(start + chunk).min(n) {
+            s.push_str(&format!(
+                "{{\"iccid\":\"{}\",\"template\":\"bench\",\"imsi\":\"00101{i:010}\",\
+                 \"ki\":\"{i:032x}\",\"opc\":\"{:032x}\",\"msisdn\":\"4670{i:07}\"}}\n",
+                iccid(i),
+                i ^ 0x5a5a
+            ));
+        }
+        Ok::<_, std::io::Error>(s)
+    }));
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Personalisation throughput: one generate_activation_code batch of N items.
+async fn measure_packages(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, String> {
+    let key_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cfg = Serve {
+        listen: ([127, 0, 0, 1], 0).into(),
+        db: Db {
+            url: fresh.urls[0].clone(),
+            key_file: key_dir.path().join("bench.key"),
+        },
+        smdp_address: "smdp.bench.local".into(),
+        validation: Default::default(),
+        retention_days: 60,
+        workers: args.workers,
+        no_workers: false,
+        lease_secs: 30,
+    };
+    let file = args.template.as_ref().ok_or("--template is required")?;
+    let template = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let store = cfg.db.open().await?;
+    let backend = store.backend();
+    store
+        .add_template("bench", &template)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = store.create_key("bench").await.map_err(|e| e.to_string())?;
+    let wake = Arc::new(Notify::new());
+    let background = Background::start(&store, &cfg, wake.clone());
+    let app = simbatch_api::router(app_state(store.clone(), &cfg, wake));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+        token: key.token,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    eprintln!(
+        "bench: {backend}, {n} generate_activation_code items, template {} ({} bytes), {cores} cores",
+        file.display(),
+        template.len()
+    );
+    let t = Instant::now();
+    let resp = client
+        .http
+        .post(format!(
+            "{}/v1/batches?operation=generate_activation_code",
+            client.base
+        ))
+        .header("authorization", format!("Bearer {}", client.token))
+        .header("content-type", "application/x-ndjson")
+        .body(package_items(n))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("submit: {status}: {body}"));
+    }
+    let id = body["id"].as_str().ok_or("no batch id")?.to_owned();
+    let submitted = t.elapsed();
+    let mut lat = Vec::new();
+    let done = client.wait(&id, &mut lat).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let completed = done["counts"]["completed"].as_i64().unwrap_or(0);
+    if completed != n as i64 {
+        return Err(format!(
+            "generate_activation_code ended with {completed} of {n} completed: {done}"
+        ));
+    }
+    // One package back, to prove the work was real.
+    let pkg = client
+        .http
+        .get(format!(
+            "{}/v1/profiles/{}/package",
+            client.base,
+            iccid(n - 1)
+        ))
+        .header("authorization", format!("Bearer {}", client.token))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let package_bytes = pkg.bytes().await.map_err(|e| e.to_string())?.len();
+    // Personalisation alone, on one core, for comparison.
+    let (parsed, _) =
+        simbatch_saip::Package::parse_template(&template).map_err(|e| e.to_string())?;
+    let m = n.min(5000);
+    let t1 = Instant::now();
+    for i in 0..m {
+        let inputs = simbatch_saip::Inputs {
+            iccid: iccid(i),
+            imsi: format!("00101{i:010}"),
+            ki: [i as u8; 16],
+            opc: Some([!(i as u8); 16]),
+            ..Default::default()
+        };
+        simbatch_saip::personalise_package(&parsed, &inputs).map_err(|e| e.to_string())?;
+    }
+    let one_core = m as f64 / t1.elapsed().as_secs_f64();
+    background.shutdown().await;
+    server.abort();
+    Ok(json!({
+        "backend": backend,
+        "operation": "generate_activation_code",
+        "items": n,
+        "cores": cores,
+        "template_bytes": template.len(),
+        "package_bytes": package_bytes,
+        "seconds": secs,
+        "upload_seconds": submitted.as_secs_f64(),
+        "packages_per_s": n as f64 / secs,
+        "personalise_only_one_core_per_s": one_core,
         "peak_rss_mib": peak_rss_mib(),
     }))
 }

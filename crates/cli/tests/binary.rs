@@ -363,9 +363,30 @@ async fn keys_create_list_revoke() {
 async fn templates_and_activation_codes() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_url(dir.path());
-    // A small profile file written by the test itself.
-    let file = dir.path().join("profile.der");
-    std::fs::write(&file, b"\x30\x0a\x80\x08template").unwrap();
+    // A file that is not a profile package is refused, with the reason.
+    let junk = dir.path().join("junk.der");
+    std::fs::write(&junk, b"\x30\x0a\x80\x08template").unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "templates",
+            "--database-url",
+            &db,
+            "add",
+            "tplJ",
+            junk.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("junk.der") && err.contains("not a usable SAIP profile package"),
+        "{err}"
+    );
+    // A GSMA TS.48 test profile.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/profile-templates/TS48v4_SAIP2.3_BERTLV.der");
     let f = file.to_str().unwrap();
     let o = run(
         dir.path(),
@@ -373,7 +394,13 @@ async fn templates_and_activation_codes() {
     )
     .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(stdout_lines(&o)[0]["name"], "tplA");
+    let line = &stdout_lines(&o)[0];
+    assert_eq!(line["name"], "tplA");
+    assert_eq!(
+        (line["version"].as_str(), line["aka_parameters"].as_u64()),
+        (Some("2.3"), Some(2)),
+        "{line}"
+    );
     let o = run(
         dir.path(),
         &["templates", "--database-url", &db, "add", "tplA", f],
@@ -431,8 +458,10 @@ async fn templates_and_activation_codes() {
         &token,
         "/v1/batches",
         json!({"operation": "generate_activation_code", "items": [
-            {"iccid": iccid(1), "template": "tplA"},
-            {"iccid": iccid(2), "template": "tplMissing"},
+            {"iccid": iccid(1), "template": "tplA", "imsi": "001010000000001",
+             "ki": "465b5ce8b199b49faa5f0a2ee238a6bc"},
+            {"iccid": iccid(2), "template": "tplMissing", "imsi": "001010000000002",
+             "ki": "465b5ce8b199b49faa5f0a2ee238a6bc"},
         ]}),
     )
     .await;
@@ -457,6 +486,16 @@ async fn templates_and_activation_codes() {
     let bad = &items["data"][1];
     assert_eq!(bad["status"], "FAILED", "{bad}");
     assert_eq!(bad["error"]["code"], "template_not_found", "{bad}");
+    // The personalised package, from the served binary.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/profiles/{}/package", a.base, iccid(1)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let der = r.bytes().await.unwrap();
+    assert_eq!(&der[..2], &[0xa0, 0x81], "starts with the ProfileHeader");
     sigterm(&a.child);
     assert!(wait_exit(&mut a.child).await.success());
 }

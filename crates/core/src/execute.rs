@@ -421,6 +421,10 @@ mod tests {
     fn order(op: Operation, extra: Value) -> Order {
         let mut m: Map<String, Value> = extra.as_object().cloned().unwrap_or_default();
         m.insert("iccid".into(), json!(ICCID));
+        if op == Operation::GenerateActivationCode {
+            m.insert("imsi".into(), json!("001010000000001"));
+            m.insert("ki".into(), json!("465b5ce8b199b49faa5f0a2ee238a6bc"));
+        }
         parse_item(op, &m, ValidationProfile::Standard)
             .unwrap()
             .order

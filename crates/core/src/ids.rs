@@ -309,6 +309,10 @@ secret_key!(
     /// Operator variant key OPc (secret).
     Opc, "OPc", "opc"
 );
+secret_key!(
+    /// Operator variant key OP (secret), from which OPc is derived per SIM.
+    Op, "OP", "op"
+);
 
 /// Shorten untrusted input before echoing it in an error message.
 pub fn clip(s: &str) -> String {

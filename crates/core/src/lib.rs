@@ -18,7 +18,7 @@ pub mod profile;
 
 pub use batch::{BatchMode, BatchStatus, Counts, ItemStatus};
 pub use execute::{execute, Context, Failure, NewProfile, Outcome, Sim};
-pub use ids::{Eid, Iccid, IdError, Imei, Imsi, Ki, Msisdn, Opc, ValidationProfile};
+pub use ids::{Eid, Iccid, IdError, Imei, Imsi, Ki, Msisdn, Op, Opc, ValidationProfile};
 pub use lifecycle::{SimStatus, SubscriptionState};
 pub use operation::{parse_item, Operation, Order, ParsedItem, Rejection};
 pub use profile::{ProfileEvent, ProfileState};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::ids::{clip, Eid, Iccid, IdError, Imei, Imsi, Ki, Msisdn, Opc, ValidationProfile};
+use crate::ids::{clip, Eid, Iccid, IdError, Imei, Imsi, Ki, Msisdn, Op, Opc, ValidationProfile};
 use crate::lifecycle::SubscriptionState;
 
 /// Every operation the engine can run.
@@ -71,6 +71,10 @@ pub enum FieldKind {
     Ki,
     /// OPc: 32 hex, secret.
     Opc,
+    /// OP: 32 hex, secret (OPc is derived from it and Ki).
+    Op,
+    /// A PIN, PUK or ADM code: digits, secret, length in `min..=max`.
+    SecretCode(usize, usize),
     /// Free text up to the given length.
     Text(usize),
     /// Free text up to the given length, secret (confirmation codes).
@@ -103,7 +107,11 @@ impl FieldSpec {
     pub fn is_secret(&self) -> bool {
         matches!(
             self.kind,
-            FieldKind::Ki | FieldKind::Opc | FieldKind::SecretText(_)
+            FieldKind::Ki
+                | FieldKind::Opc
+                | FieldKind::Op
+                | FieldKind::SecretText(_)
+                | FieldKind::SecretCode(..)
         )
     }
 }
@@ -128,7 +136,9 @@ const REFERENCE: FieldSpec = opt("reference", FieldKind::Text(128));
 const PLAN: FieldSpec = req("rate_plan", FieldKind::Text(64));
 
 /// Names of fields whose values are secrets.
-pub const SECRET_FIELDS: [&str; 3] = ["ki", "opc", "cc"];
+pub const SECRET_FIELDS: [&str; 9] = [
+    "ki", "opc", "cc", "op", "pin1", "pin2", "puk1", "puk2", "adm1",
+];
 
 impl Operation {
     /// Every operation, in catalogue order.
@@ -250,16 +260,23 @@ impl Operation {
                     &[
                         ICCID,
                         req("template", K::Text(128)),
-                        opt("imsi", K::Imsi),
-                        opt("ki", K::Ki),
+                        // The profile package is personalised with these (crates/saip).
+                        req("imsi", K::Imsi),
+                        req("ki", K::Ki),
                         opt("opc", K::Opc),
+                        opt("op", K::Op),
                         opt("msisdn", K::Msisdn),
-                        opt("impi", K::Text(255)),
-                        opt("impu", K::Text(255)),
+                        opt("impi", K::Text(127)),
+                        opt("impu", K::Text(127)),
                         opt("c9", K::Text(255)),
                         opt("cc", K::SecretText(64)),
                         opt("expire_time", K::Time),
                         opt("profile_state", K::InitialProfileState),
+                        opt("pin1", K::SecretCode(4, 8)),
+                        opt("pin2", K::SecretCode(4, 8)),
+                        opt("puk1", K::SecretCode(8, 8)),
+                        opt("puk2", K::SecretCode(8, 8)),
+                        opt("adm1", K::SecretCode(8, 8)),
                         REFERENCE,
                     ]
                 }
@@ -352,6 +369,8 @@ pub struct Args {
     pub ki: Option<Ki>,
     /// OPc (secret).
     pub opc: Option<Opc>,
+    /// OP (secret); OPc is derived from it (at most one of `opc` and `op`).
+    pub op: Option<Op>,
     /// Confirmation code (secret).
     pub cc: Option<String>,
     /// Expiry of a generated profile.
@@ -451,6 +470,13 @@ pub fn parse_item(
             public.insert(spec.name.to_owned(), stored);
         }
     }
+    if args.opc.is_some() && args.op.is_some() {
+        return Err(Rejection::field(
+            "op",
+            "conflicting_fields",
+            "give either opc or op, not both",
+        ));
+    }
     let iccid =
         iccid.ok_or_else(|| Rejection::field("iccid", "missing_field", "iccid is required"))?;
     Ok(ParsedItem {
@@ -511,6 +537,23 @@ fn parse_field(
         FieldKind::Imei => id(Imei::parse(s, profile).map(|v| args.imei = Some(v)))?,
         FieldKind::Ki => id(Ki::parse(s).map(|v| args.ki = Some(v)))?,
         FieldKind::Opc => id(Opc::parse(s).map(|v| args.opc = Some(v)))?,
+        FieldKind::Op => id(Op::parse(s).map(|v| args.op = Some(v)))?,
+        FieldKind::SecretCode(min, max) => {
+            // Never echo the value: it is a secret.
+            if !s.bytes().all(|b| b.is_ascii_digit()) || s.len() < min || s.len() > max {
+                let len = if min == max {
+                    format!("{min}")
+                } else {
+                    format!("{min} to {max}")
+                };
+                return Err(Rejection::field(
+                    name,
+                    "invalid_code",
+                    format!("{name} must be {len} digits"),
+                ));
+            }
+            args.text.insert(name, s.to_owned());
+        }
         FieldKind::Text(max) | FieldKind::SecretText(max) => {
             let len = s.chars().count();
             if len > max {
@@ -621,6 +664,51 @@ mod tests {
             assert_eq!(op.fields()[0].name, "iccid");
         }
         assert_eq!(Operation::parse("explode"), None);
+    }
+
+    #[test]
+    fn activation_codes_take_op_or_opc_and_secret_codes() {
+        let base = json!({"iccid": "89860468152080349618", "template": "t", "imsi": "001010000000001",
+                          "ki": "465b5ce8b199b49faa5f0a2ee238a6bc"});
+        let with = |extra: Value| {
+            let mut m = map(base.clone());
+            m.extend(map(extra));
+            parse_item(Operation::GenerateActivationCode, &m, STD)
+        };
+        let ok = with(
+            json!({"op": "cdc202d5123e20f62b6d676ac72cb318", "pin1": "1234", "puk1": "12345678",
+                             "adm1": "87654321"}),
+        )
+        .unwrap();
+        assert!(ok.order.args.op.is_some() && ok.order.args.opc.is_none());
+        for f in ["op", "pin1", "puk1", "adm1"] {
+            assert!(
+                ok.secret.contains_key(f) && !ok.public.contains_key(f),
+                "{f}"
+            );
+        }
+        let both = with(json!({"op": "cdc202d5123e20f62b6d676ac72cb318",
+                               "opc": "cd63cb71954a9f4e48a5994e37a02baf"}))
+        .unwrap_err();
+        assert_eq!(
+            (both.field.as_deref(), both.code.as_str()),
+            (Some("op"), "conflicting_fields")
+        );
+        let bad = with(json!({"pin2": "12a4"})).unwrap_err();
+        assert_eq!(
+            (bad.field.as_deref(), bad.code.as_str()),
+            (Some("pin2"), "invalid_code")
+        );
+        assert!(!bad.reason.contains("12a4"), "a code is never echoed");
+        let short = with(json!({"puk2": "1234"})).unwrap_err();
+        assert_eq!(short.reason, "puk2 must be 8 digits");
+        let mut no_ki = map(base.clone());
+        no_ki.remove("ki");
+        let e = parse_item(Operation::GenerateActivationCode, &no_ki, STD).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.code.as_str()),
+            (Some("ki"), "missing_field")
+        );
     }
 
     #[test]

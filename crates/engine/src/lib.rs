@@ -7,6 +7,7 @@
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
 //! - [`push`]: dialect push formats the dispatcher renders (Smarthub notifications).
 
+pub mod personalise;
 pub mod push;
 pub mod service;
 pub mod sweeper;

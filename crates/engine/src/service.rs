@@ -8,6 +8,7 @@
 //! Store failures are logged here and surface as [`ServiceError::Internal`],
 //! which carries no detail, so callers can never leak them.
 
+mod esim;
 mod profiles;
 mod writer;
 
@@ -22,6 +23,7 @@ use simbatch_store::{
 };
 use tokio::sync::Notify;
 
+pub use esim::{check_template, check_template_name, TemplateView, MAX_TEMPLATE_BYTES};
 pub use writer::{BatchWriter, StreamOptions};
 
 /// Items per `append_items` call.
@@ -78,6 +80,14 @@ pub enum ServiceError {
     /// Storage failed; the cause is logged, never shown.
     #[error("internal error")]
     Internal,
+    /// Input refused with its own stable code (e.g. `template_invalid`).
+    #[error("{message}")]
+    Refused {
+        /// Stable machine code.
+        code: &'static str,
+        /// Human message.
+        message: String,
+    },
 }
 
 impl ServiceError {
@@ -90,6 +100,7 @@ impl ServiceError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::Internal => "internal",
+            Self::Refused { code, .. } => code,
         }
     }
 

@@ -6,17 +6,18 @@
 //! leaves the items leased; when the lease expires another worker takes them
 //! over, so every item is applied exactly once.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use simbatch_core::{execute, parse_item, Context, Failure, ValidationProfile};
+use simbatch_core::{execute, parse_item, Context, Failure, Operation, ValidationProfile};
 use simbatch_store::{ClaimedItem, Completion, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::personalise::{execute_parallel, package_for, TemplateCache, Templates};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -81,6 +82,7 @@ pub fn start(store: Arc<dyn Store>, cfg: WorkerConfig, wake: Arc<Notify>) -> Wor
     let cancel = CancellationToken::new();
     let stats = Arc::new(WorkerStats::default());
     let cfg = Arc::new(cfg);
+    let templates = Arc::new(TemplateCache::default());
     let tasks = (0..cfg.workers.max(1))
         .map(|n| {
             let w = Worker {
@@ -90,6 +92,7 @@ pub fn start(store: Arc<dyn Store>, cfg: WorkerConfig, wake: Arc<Notify>) -> Wor
                 wake: wake.clone(),
                 cancel: cancel.clone(),
                 stats: stats.clone(),
+                templates: templates.clone(),
             };
             tokio::spawn(w.run())
         })
@@ -108,6 +111,7 @@ struct Worker {
     wake: Arc<Notify>,
     cancel: CancellationToken,
     stats: Arc<WorkerStats>,
+    templates: Arc<TemplateCache>,
 }
 
 impl Worker {
@@ -141,16 +145,16 @@ impl Worker {
     async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
         let started = Instant::now();
         // Template names are few; reading them each round keeps new templates visible at once.
-        let templates = Arc::new(self.store.template_names().await?);
+        // Each template is parsed once, when first seen, and handed to the executor parsed.
+        let templates = self.templates.snapshot(self.store.as_ref()).await?;
         let smdp: Arc<str> = Arc::from(self.cfg.smdp_address.as_str());
         let execute = move |items: Vec<ClaimedItem>| -> BoxFuture<'static, Vec<Completion>> {
             let (templates, smdp) = (templates.clone(), smdp.clone());
             Box::pin(async move {
+                // Off the async executor, and across every core: personalising
+                // profile packages is CPU work (see `crate::personalise`).
                 let run = tokio::task::spawn_blocking(move || {
-                    items
-                        .into_iter()
-                        .map(|item| run_item(item, &smdp, &templates))
-                        .collect::<Vec<_>>()
+                    execute_parallel(items, |item| run_item(item, &smdp, &templates))
                 });
                 run.await.unwrap_or_else(|e| {
                     // Nothing is applied for this chunk; its items run again.
@@ -195,9 +199,13 @@ impl Worker {
 
 /// Execute one claimed item: parse its stored fields back into an order and
 /// run it against the SIM it was claimed with.
-pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &HashSet<String>) -> Completion {
+///
+/// A generated profile gets its package here: the named template personalised
+/// with the item's values. If that fails, the item fails and nothing is stored.
+pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &Templates) -> Completion {
     // Items were validated at submission; `standard` re-parses them (a superset of `strict`).
     let parsed = parse_item(item.operation, &item.fields, ValidationProfile::Standard);
+    let mut package = None;
     let (result, sim_secrets) = match parsed {
         Err(r) => (
             Err(Failure {
@@ -210,16 +218,33 @@ pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &HashSet<Strin
             let ctx = Context {
                 smdp_address,
                 has_profile: item.has_profile,
-                template_exists: &|name: &str| templates.contains(name),
+                template_exists: &|name: &str| templates.contains_key(name),
             };
-            let result = execute(&p.order, item.sim.as_ref(), &ctx);
+            let mut result = execute(&p.order, item.sim.as_ref(), &ctx);
+            if let Ok(outcome) = &result {
+                let template = outcome
+                    .profile
+                    .as_ref()
+                    .and_then(|pr| pr.template.as_deref());
+                if let (Operation::GenerateActivationCode, Some(t)) = (item.operation, template) {
+                    match templates.get(t).map(|t| package_for(&p.order, t)) {
+                        Some(Ok(pkg)) => package = Some(pkg),
+                        Some(Err(f)) => result = Err(f),
+                        None => {} // execute checked it exists
+                    }
+                }
+            }
             let a = &p.order.args;
-            let secrets = (result.is_ok() && (a.ki.is_some() || a.opc.is_some())).then(|| {
-                (
-                    a.ki.as_ref().map(|k| k.to_hex()),
-                    a.opc.as_ref().map(|o| o.to_hex()),
-                )
+            // An OP given instead of OPc is stored as the OPc it derives.
+            let opc = a.opc.as_ref().map(|o| o.to_hex()).or_else(|| {
+                let (ki, op) = (a.ki.as_ref()?, a.op.as_ref()?);
+                Some(hex::encode_upper(simbatch_saip::derive_opc(
+                    ki.bytes(),
+                    op.bytes(),
+                )))
             });
+            let secrets = (result.is_ok() && (a.ki.is_some() || opc.is_some()))
+                .then(|| (a.ki.as_ref().map(|k| k.to_hex()), opc));
             (result, secrets)
         }
     };
@@ -227,5 +252,6 @@ pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &HashSet<Strin
         item,
         result,
         sim_secrets,
+        package,
     }
 }

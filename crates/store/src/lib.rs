@@ -206,6 +206,10 @@ pub trait Store: Send + Sync + 'static {
     /// `now_ms` to UNAVAILABLE, each with a history row and an event, in one
     /// transaction. Returns profiles expired.
     async fn expire_profiles(&self, now_ms: i64, limit: i64) -> Result<u64>;
+    /// The personalised profile package (DER) of the tenant's SIM, decrypted,
+    /// recording the download in the SIM's history in the same transaction.
+    /// `None` when the tenant has no profile for the ICCID, or it has no package.
+    async fn download_package(&self, tenant_id: &str, iccid: &str) -> Result<Option<Vec<u8>>>;
 
     // ---- events ----
 

@@ -308,6 +308,8 @@ pub struct Completion {
     pub result: Result<Outcome, Failure>,
     /// Ki and OPc (hex) to store with a SIM the order created.
     pub sim_secrets: Option<(Option<String>, Option<String>)>,
+    /// The personalised profile package (DER) of a generated profile; sealed at rest.
+    pub package: Option<Vec<u8>>,
 }
 
 /// What `complete` did.

@@ -146,6 +146,9 @@ pub struct CompletionPlan {
     pub deltas: BTreeMap<String, BatchDelta>,
 }
 
+/// Associated data of a sealed profile package.
+pub const PACKAGE_PURPOSE: &str = "profile_package";
+
 /// Plan the writes for completions whose lease is still held.
 pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> CompletionPlan {
     let mut plan = CompletionPlan::default();
@@ -198,6 +201,7 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                         "activation_code": p.activation_code,
                         "cc_hash_enc": p.cc_hash.map(|h| cipher.seal("cc_hash", &h)),
                         "template": p.template, "state": p.state, "apn": p.apn,
+                        "package_enc": c.package.as_deref().map(|pkg| cipher.seal(PACKAGE_PURPOSE, pkg)),
                         "expires_at": p.expires_at.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
                         "now": now,
                     }));

@@ -226,10 +226,21 @@ fn run_items(claimed: &[ClaimedItem]) -> Vec<Completion> {
                 )),
                 _ => None,
             };
+            // The engine personalises a SAIP package here; the store treats it as opaque bytes.
+            let package = match &result {
+                Ok(o)
+                    if o.profile.is_some()
+                        && item.operation == Operation::GenerateActivationCode =>
+                {
+                    Some(format!("PKG:{}:{KI}", item.iccid).into_bytes())
+                }
+                _ => None,
+            };
             Completion {
                 item: item.clone(),
                 result,
                 sim_secrets,
+                package,
             }
         })
         .collect()
@@ -1801,8 +1812,9 @@ async fn profiles_and_confirmation_codes(store: Arc<dyn Store>) {
     let t = tenant(&store, "acme").await;
     const CC: &str = "CONFIRM-7731";
     let rows = [
-        json!({ "iccid": iccid(1), "template": "tpl", "cc": CC, "expire_time": "2030-01-02 03:04:05" }),
-        json!({ "iccid": iccid(2), "template": "tpl" }),
+        json!({ "iccid": iccid(1), "template": "tpl", "cc": CC, "expire_time": "2030-01-02 03:04:05",
+                "imsi": "001010000000001", "ki": KI }),
+        json!({ "iccid": iccid(2), "template": "tpl", "imsi": "001010000000002", "ki": KI }),
     ];
     let b = submit(
         &store,
@@ -1858,6 +1870,42 @@ async fn profiles_and_confirmation_codes(store: Arc<dyn Store>) {
         !raw_dump().await.contains(CC),
         "confirmation code stored in plaintext"
     );
+
+    // The package: sealed at rest, given back to its tenant only, each download recorded.
+    let pkg = format!("PKG:{}:{KI}", iccid(1)).into_bytes();
+    assert!(
+        !raw_dump().await.contains("PKG:"),
+        "package stored in plaintext"
+    );
+    let other = tenant(&store, "other").await;
+    assert_eq!(
+        store.download_package(&other, &iccid(1)).await.unwrap(),
+        None
+    );
+    assert_eq!(store.download_package(&t, &iccid(9)).await.unwrap(), None);
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .download_package(&t, &iccid(1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(pkg.as_slice())
+        );
+    }
+    let history = store.sim_history(&t, &iccid(1), 0, 100).await.unwrap();
+    let downloads: Vec<_> = history
+        .iter()
+        .filter(|h| h.operation == "download_package")
+        .collect();
+    assert_eq!(downloads.len(), 2, "{history:?}");
+    assert_eq!(downloads[0].to_status, history[0].to_status);
+    assert!(downloads[0].batch_id.is_none());
+    assert!(store
+        .sim_history(&other, &iccid(1), 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {

@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod downloads;
+pub mod esim;
 pub mod events;
 pub mod export;
 pub mod profiles;

@@ -216,3 +216,29 @@ pub async fn read(r: Response) -> (u16, Value) {
 pub fn iccid(n: usize) -> String {
     format!("8988{:016}", n)
 }
+
+/// A GSMA TS.48 test profile from `shared/profile-templates/` (DER).
+pub fn ts48_template(file: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/profile-templates")
+        .join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The TS.48 template tests register by default.
+pub const TS48: &str = "TS48v5_SAIP2.3_NoBERTLV.der";
+
+impl TestApp {
+    /// Register a real TS.48 template under `name` through `POST /v1/templates`.
+    pub async fn add_template(&self, name: &str) {
+        let r = self
+            .req(Method::POST, &format!("/v1/templates?name={name}"))
+            .header("content-type", "application/octet-stream")
+            .body(ts48_template(TS48))
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = read(r).await;
+        assert_eq!(s, 201, "{b}");
+    }
+}

@@ -52,11 +52,12 @@ FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, status
 WHERE s.tenant_id = v.tenant_id AND s.iccid = v.iccid";
 
 const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code,
-    cc_hash_enc, template, state, apn, expires_at, created_at, updated_at)
+    cc_hash_enc, template, state, apn, expires_at, created_at, updated_at, package_enc)
 SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc, v.template, v.state, v.apn,
-    v.expires_at, v.now, v.now
+    v.expires_at, v.now, v.now, v.package_enc
 FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, matching_id text,
-    activation_code text, cc_hash_enc text, template text, state text, apn text, expires_at bigint, now bigint)";
+    activation_code text, cc_hash_enc text, template text, state text, apn text, expires_at bigint, now bigint,
+    package_enc text)";
 
 const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
     to_status, batch_id, item_id)

@@ -17,6 +17,7 @@ mod batches;
 mod dialect;
 mod engine;
 mod misc;
+mod packages;
 mod profiles;
 mod rows;
 mod webhooks;
@@ -232,6 +233,9 @@ impl Store for PgStore {
     }
     async fn list_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<Vec<SimRecord>> {
         self.list_sims_impl(tenant_id, filter).await
+    }
+    async fn download_package(&self, tenant_id: &str, iccid: &str) -> Result<Option<Vec<u8>>> {
+        self.download_package_impl(tenant_id, iccid).await
     }
     async fn sim_history(
         &self,

@@ -471,9 +471,9 @@ WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
 const INSERT_PROFILES: &str =
     "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
-    template, state, apn, expires_at, created_at, updated_at)
+    template, state, apn, expires_at, created_at, updated_at, package_enc)
 SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc,
-    v.template, v.state, v.apn, v.expires_at, v.now, v.now
+    v.template, v.state, v.apn, v.expires_at, v.now, v.now, v.package_enc
 FROM v";
 
 const INSERT_HISTORY: &str =

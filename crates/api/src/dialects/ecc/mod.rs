@@ -135,7 +135,8 @@ impl From<ServiceError> for EccError {
                 "A batch can contain at most {} API requests",
                 max.min(MAX_REQUESTS)
             )),
-            ServiceError::InvalidRequest { message, .. } => Self::bad_request(message),
+            ServiceError::InvalidRequest { message, .. }
+            | ServiceError::Refused { message, .. } => Self::bad_request(message),
             ServiceError::Conflict(m) => Self::conflict(m),
             ServiceError::Internal => Self::internal(),
         }

@@ -101,7 +101,8 @@ impl From<ServiceError> for Failure {
                     "profileItems must hold fewer than 1000 items (this deployment: at most {max})"
                 ),
             ),
-            ServiceError::InvalidRequest { message, .. } => Self::new(Code::InvalidItems, message),
+            ServiceError::InvalidRequest { message, .. }
+            | ServiceError::Refused { message, .. } => Self::new(Code::InvalidItems, message),
             ServiceError::NotFound(_) | ServiceError::Conflict(_) | ServiceError::Internal => {
                 Self::internal()
             }

@@ -136,9 +136,8 @@ impl From<ServiceError> for Refusal {
             ServiceError::EmptyBatch | ServiceError::TooManyItems { .. } => {
                 Self::new(Code::BatchSize, "metaDatas must hold 1 to 200 items")
             }
-            ServiceError::InvalidRequest { message, .. } => {
-                Self::new(Code::InvalidParameter, message)
-            }
+            ServiceError::InvalidRequest { message, .. }
+            | ServiceError::Refused { message, .. } => Self::new(Code::InvalidParameter, message),
             ServiceError::Conflict(m) => Self::new(Code::InvalidParameter, m),
             ServiceError::Internal => Self::internal(),
         }

@@ -188,6 +188,9 @@ impl From<ServiceError> for SmError {
                 };
                 Self::field("globalSim", &field, code, message)
             }
+            ServiceError::Refused { message, .. } => {
+                Self::field("globalSim", "body", "invalid", message)
+            }
             ServiceError::Conflict(m) => Self::field("globalSim", "status", "illegal_status", m),
             ServiceError::Internal => Self::internal(),
         }
