@@ -57,7 +57,10 @@ impl FromRequestParts<AppState> for Auth {
             return Err(invalid());
         }
         match state.store.authenticate(key_id, secret).await {
-            Ok(Some(t)) => Ok(Auth(t)),
+            Ok(Some(t)) => {
+                crate::ops::rate_limit::admit(parts, &t.id)?;
+                Ok(Auth(t))
+            }
             Ok(None) => Err(invalid()),
             Err(e) => {
                 tracing::error!(error = %e, "authentication failed on the store");

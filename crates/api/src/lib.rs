@@ -6,15 +6,19 @@
 //! - [`auth`]: tenant API keys (`X-API-Key` or `Authorization: Bearer`).
 //! - [`idempotency`]: `Idempotency-Key` with Stripe's semantics.
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/openapi.json`.
+//! - [`docs`]: the interactive reference at `/docs` (vendored Swagger UI).
+//! - [`ops`]: `/metrics`, per-tenant rate limits, the request span.
 //!
 //! The vendor dialects will live under `dialects/`, each a thin translator
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
+pub mod docs;
 pub mod error;
 pub mod idempotency;
 pub mod native;
 pub mod openapi;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -43,8 +47,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, with fresh metrics and no rate limit.
 pub fn router(state: AppState) -> Router {
+    router_with(state, ops::Ops::default())
+}
+
+/// The whole HTTP application with the given metrics and rate limits.
+pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
     use native::{batches, events, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
@@ -68,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(ops::metrics::scrape))
+        .merge(docs::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -81,9 +92,13 @@ pub fn router(state: AppState) -> Router {
             panic_response,
         ))
         .layer(middleware::from_fn(problem_everywhere))
+        .layer(middleware::from_fn(ops::rate_limit::headers))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(ops::metrics::track))
+        .layer(axum::Extension(ops.metrics.clone()))
+        .layer(axum::Extension(ops.rate_limit.clone()))
         .with_state(state)
 }
 

@@ -268,6 +268,8 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         workers: args.workers,
         no_workers: false,
         lease_secs: 30,
+        rate_limit: None,
+        metrics: Default::default(),
     };
     let store = cfg.db.open().await?;
     let backend = store.backend();

@@ -5,7 +5,9 @@
 //! - [`worker`]: claim, execute, complete, under leases.
 //! - [`sweeper`]: retention and expired-key sweeping.
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
+//! - [`metrics`]: Prometheus metrics of the process.
 
+pub mod metrics;
 pub mod service;
 pub mod sweeper;
 pub mod webhooks;
