@@ -31,7 +31,7 @@ use axum::{Json, Router};
 use simbatch_engine::service::Service;
 use simbatch_store::Store;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::{ApiError, PROBLEM_JSON};
 
@@ -94,7 +94,11 @@ pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
         .layer(middleware::from_fn(problem_everywhere))
         .layer(middleware::from_fn(ops::rate_limit::headers))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(ops::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(middleware::from_fn(ops::metrics::track))
         .layer(axum::Extension(ops.metrics.clone()))
