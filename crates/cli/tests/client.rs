@@ -410,3 +410,213 @@ async fn json_logs_carry_the_request_id_and_rate_limit_flags_apply() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Read a CSV export: header and rows (no quoted commas in these tests).
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let rows = lines
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.trim_matches('"').to_owned())
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The values of `cols` in every row, in file order.
+fn columns(file: &(Vec<String>, Vec<Vec<String>>), cols: &[&str]) -> Vec<Vec<String>> {
+    let idx: Vec<usize> = cols
+        .iter()
+        .map(|c| {
+            file.0
+                .iter()
+                .position(|h| h == c)
+                .unwrap_or_else(|| panic!("no column {c} in {:?}", file.0))
+        })
+        .collect();
+    file.1
+        .iter()
+        .map(|r| idx.iter().map(|&i| r[i].clone()).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_round_trip_failed_quick_path_and_formats() {
+    let srv = Server::start(&[]).await;
+    let reg = srv.write("reg.csv", &csv("iccid", (0..30).map(iccid)));
+    let o = srv
+        .cli(&[
+            "submit",
+            "--operation",
+            "register_sim",
+            "--file",
+            &reg,
+            "--wait",
+        ])
+        .await;
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    // 30 known SIMs and 2 unknown ones get a rate plan each: 2 fail.
+    let plans = srv.write(
+        "plans.csv",
+        &csv(
+            "rate_plan,iccid",
+            (0..32).map(|n| format!("PLAN-{},{}", n % 4, iccid(n))),
+        ),
+    );
+    let o = srv
+        .cli(&[
+            "submit",
+            "--operation",
+            "change_rate_plan",
+            "--file",
+            &plans,
+            "--wait",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code(&o), 1);
+    let first = json(&o)["batch"]["id"].as_str().unwrap().to_owned();
+
+    // Export everything as CSV, re-import it as a new batch: the same items.
+    let all = srv.dir.path().join("all.csv");
+    let o = srv
+        .cli(&[
+            "export",
+            &first,
+            "--format",
+            "csv",
+            "-o",
+            all.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["file"], all.to_str().unwrap());
+    assert!(!srv.dir.path().join("all.csv.partial").exists());
+    let exported = read_csv(&all);
+    assert_eq!(exported.1.len(), 32);
+    assert!(
+        exported.0.iter().any(|h| h == "result_status"),
+        "{:?}",
+        exported.0
+    );
+    let o = srv
+        .cli(&[
+            "submit",
+            "--operation",
+            "change_rate_plan",
+            "--file",
+            all.to_str().unwrap(),
+            "--wait",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code(&o), 1, "the same two unknown SIMs fail again");
+    let doc = json(&o);
+    assert_eq!(doc["submit"]["rejected"], serde_json::json!([]), "{doc}");
+    let second = doc["batch"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(doc["batch"]["counts"]["total"], 32);
+    assert_eq!(doc["batch"]["counts"]["failed"], 2);
+    let again = srv.dir.path().join("again.csv");
+    let o = srv
+        .cli(&["export", &second, "-o", again.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&o), 0);
+    let reexported = read_csv(&again);
+    let cols = ["iccid", "rate_plan", "result_status", "result_code"];
+    assert_eq!(columns(&exported, &cols), columns(&reexported, &cols));
+    assert_eq!(
+        columns(&exported, &["iccid", "rate_plan"])[5],
+        [iccid(5), "PLAN-1".to_owned()]
+    );
+
+    // The quick path: export the failed items, retry them.
+    let failed = srv.dir.path().join("failed.csv");
+    let o = srv
+        .cli(&[
+            "export",
+            &first,
+            "--status",
+            "failed",
+            "-o",
+            failed.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&o), 0);
+    let f = read_csv(&failed);
+    assert_eq!(
+        columns(&f, &["iccid", "result_status"]),
+        [[iccid(30), "FAILED".into()], [iccid(31), "FAILED".into()]]
+    );
+    let o = srv.cli(&["batches", "retry", &first, "--wait"]).await;
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    assert!(
+        out(&o).contains("total 2 completed 0 failed 2"),
+        "{}",
+        out(&o)
+    );
+
+    // NDJSON to stdout: one object per item.
+    let o = srv.cli(&["export", &first, "--format", "ndjson"]).await;
+    assert_eq!(code(&o), 0);
+    let lines: Vec<Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 32);
+    // XLSX to a file: a zip container.
+    let x = srv.dir.path().join("b.xlsx");
+    let o = srv
+        .cli(&[
+            "export",
+            &first,
+            "--format",
+            "xlsx",
+            "-o",
+            x.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&o), 0);
+    assert_eq!(&std::fs::read(&x).unwrap()[..2], b"PK");
+    // The SIM list.
+    let s = srv.dir.path().join("sims.csv");
+    let o = srv
+        .cli(&[
+            "sims",
+            "export",
+            "--format",
+            "csv",
+            "-o",
+            s.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&o), 0);
+    let sims = read_csv(&s);
+    assert_eq!(sims.1.len(), 30);
+    assert!(
+        !sims.0.iter().any(|h| h == "ki" || h == "opc"),
+        "{:?}",
+        sims.0
+    );
+    assert_eq!(columns(&sims, &["rate_plan"])[5], ["PLAN-1"]);
+
+    // Errors: unknown batch (nothing written), --json without -o.
+    let none = srv.dir.path().join("none.csv");
+    let o = srv
+        .cli(&["export", "no-such-batch", "-o", none.to_str().unwrap()])
+        .await;
+    assert_eq!(code(&o), 2);
+    assert!(!none.exists());
+    let o = srv.cli(&["export", &first, "--json"]).await;
+    assert_eq!(code(&o), 2);
+    assert_eq!(json(&o)["code"], "usage");
+}

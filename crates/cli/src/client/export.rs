@@ -52,6 +52,10 @@ pub enum StatusFilter {
     Succeeded,
     /// Not run: rejected or canceled.
     Unprocessed,
+    /// Waiting to run.
+    Approved,
+    /// Running now.
+    Processing,
 }
 
 impl StatusFilter {
@@ -63,6 +67,8 @@ impl StatusFilter {
             Self::Rejected => "rejected",
             Self::Succeeded => "succeeded",
             Self::Unprocessed => "unprocessed",
+            Self::Approved => "approved",
+            Self::Processing => "processing",
         }
     }
 }
