@@ -620,3 +620,43 @@ async fn export_round_trip_failed_quick_path_and_formats() {
     assert_eq!(code(&o), 2);
     assert_eq!(json(&o)["code"], "usage");
 }
+
+/// A server that leaves a large upload unread for 35 s (longer than the
+/// 30 s TCP user timeout reqwest sets by default) must not break `submit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_waits_for_a_slow_server() {
+    use axum::body::Body;
+    let app = axum::Router::new().route(
+        "/v1/batches",
+        axum::routing::post(|body: Body| async move {
+            tokio::time::sleep(Duration::from_secs(35)).await;
+            let n = axum::body::to_bytes(body, usize::MAX).await.unwrap().len();
+            axum::Json(
+                serde_json::json!({"id": null, "status": null, "dry_run": true,
+                "counts": {"total": n, "rejected": 0}, "rejected": []}),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.csv");
+    let row = format!("{}\n", iccid(1));
+    std::fs::write(&file, format!("iccid\n{}", row.repeat(2_000_000))).unwrap();
+    let o = cmd(dir.path())
+        .args(["submit", "--operation", "activate", "--dry-run", "--file"])
+        .arg(&file)
+        .args(["--url", &base, "--token", "sk_x.y"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&o),
+        0,
+        "{}{}",
+        out(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out(&o).contains("dry run: 42000006 items"), "{}", out(&o));
+}

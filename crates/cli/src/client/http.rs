@@ -90,8 +90,13 @@ impl Remote {
                 url.scheme()
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        // No TCP user timeout (reqwest sets 30 s on Linux): while a busy
+        // server validates a large upload its receive window can stay closed
+        // for longer, and the upload must wait, not fail.
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        let builder = builder.tcp_user_timeout(None);
+        let http = builder
             .build()
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         Ok(Self {

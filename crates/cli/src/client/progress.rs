@@ -60,7 +60,15 @@ pub async fn follow(r: &Remote, id: &str) -> Result<Value, ClientError> {
     let bar = bar();
     let path = format!("/v1/batches/{}", seg(id));
     loop {
-        let b = r.get(&path).await?;
+        let b = match r.get(&path).await {
+            Ok(b) => b,
+            // Over the tenant's rate limit: keep following, more slowly.
+            Err(ClientError::Api { status: 429, .. }) => {
+                tokio::time::sleep(POLL * 4).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let (status, counts) = parse(&b)?;
         bar.set_length(counts.total.max(0) as u64);
         bar.set_position(done(&counts));
