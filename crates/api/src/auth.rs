@@ -47,25 +47,31 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token(parts)?;
-        let invalid = || ApiError::unauthorized("invalid API key");
-        if token.len() > MAX_TOKEN {
-            return Err(invalid());
+        tenant_for(parts, state).await.map(Auth)
+    }
+}
+
+/// The tenant a request's token (`X-API-Key` or Bearer) names; dialects that
+/// share this scheme (sim.express) call it and render the error their way.
+pub async fn tenant_for(parts: &Parts, state: &AppState) -> Result<Tenant, ApiError> {
+    let token = token(parts)?;
+    let invalid = || ApiError::unauthorized("invalid API key");
+    if token.len() > MAX_TOKEN {
+        return Err(invalid());
+    }
+    let (key_id, secret) = token.split_once('.').ok_or_else(invalid)?;
+    if key_id.is_empty() || secret.is_empty() {
+        return Err(invalid());
+    }
+    match state.store.authenticate(key_id, secret).await {
+        Ok(Some(t)) => {
+            crate::ops::rate_limit::admit(parts, &t.id)?;
+            Ok(t)
         }
-        let (key_id, secret) = token.split_once('.').ok_or_else(invalid)?;
-        if key_id.is_empty() || secret.is_empty() {
-            return Err(invalid());
-        }
-        match state.store.authenticate(key_id, secret).await {
-            Ok(Some(t)) => {
-                crate::ops::rate_limit::admit(parts, &t.id)?;
-                Ok(Auth(t))
-            }
-            Ok(None) => Err(invalid()),
-            Err(e) => {
-                tracing::error!(error = %e, "authentication failed on the store");
-                Err(ApiError::internal())
-            }
+        Ok(None) => Err(invalid()),
+        Err(e) => {
+            tracing::error!(error = %e, "authentication failed on the store");
+            Err(ApiError::internal())
         }
     }
 }

@@ -13,12 +13,14 @@
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
+pub mod dialects;
 pub mod docs;
 pub mod error;
 pub mod idempotency;
 pub mod native;
 pub mod openapi;
 pub mod ops;
+pub mod signed_url;
 
 use std::sync::Arc;
 
@@ -99,6 +101,12 @@ pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
             panic_response,
         ))
         .layer(middleware::from_fn(problem_everywhere))
+        // Dialects render their own vendor error bodies: outside the problem+json layer.
+        .merge(
+            dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            )),
+        )
         .layer(middleware::from_fn(ops::rate_limit::headers))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

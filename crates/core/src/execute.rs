@@ -365,10 +365,11 @@ pub fn execute(
             set(&mut sim.imei, a.imei.as_ref().map(|v| v.to_string()));
             let ac = a.text("ac").unwrap_or_default().to_owned();
             profile = Some(NewProfile {
-                // Imported profiles carry the vendor's code; the matching ID is ours, for uniqueness.
-                matching_id: ActivationCode::parse(&ac)
-                    .map(|c| c.matching_id.as_str().to_owned())
-                    .unwrap_or_else(|_| MatchingId::generate().as_str().to_owned()),
+                // Imported profiles carry the vendor's code; the matching ID is
+                // always ours, so it is unique platform-wide even when two
+                // imports carry the same code (a shared one would break the
+                // profiles' unique index and jam the chunk).
+                matching_id: MatchingId::generate().as_str().to_owned(),
                 activation_code: ac,
                 cc_hash: a.cc.as_deref().map(hash_confirmation_code),
                 template: None,
@@ -492,6 +493,19 @@ mod tests {
             &ctx,
         );
         assert_eq!(dup.unwrap_err().code, "iccid_exists");
+    }
+
+    #[test]
+    fn imports_of_one_code_get_distinct_matching_ids() {
+        let ac = "1$smdp.example.com$04386-AGYFT-A74Y8-3F815";
+        let a = run(Operation::ImportProfile, json!({ "ac": ac }), None).unwrap();
+        let b = run(Operation::ImportProfile, json!({ "ac": ac }), None).unwrap();
+        let (a, b) = (a.profile.unwrap(), b.profile.unwrap());
+        assert_eq!(
+            (a.activation_code.as_str(), b.activation_code.as_str()),
+            (ac, ac)
+        );
+        assert_ne!(a.matching_id, b.matching_id, "the unique index must hold");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`sweeper`]: retention and expired-key sweeping.
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
 //! - [`metrics`]: Prometheus metrics of the process.
+//! - [`push`]: dialect push formats the dispatcher renders (Smarthub notifications).
 
 pub mod metrics;
+pub mod push;
 pub mod service;
 pub mod sweeper;
 pub mod webhooks;

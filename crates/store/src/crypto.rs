@@ -152,6 +152,11 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Associated data binding a sealed API key secret to its key id.
+pub fn key_secret_purpose(key_id: &str) -> String {
+    format!("api_key_secret:{key_id}")
+}
+
 /// Fresh random bytes as lower-case hex.
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];

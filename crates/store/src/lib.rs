@@ -71,6 +71,24 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant by name.
     async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
 
+    // ---- dialect authentication and signed links ----
+
+    /// The tenant and the plain secret of a non-revoked key, for schemes that
+    /// verify an HMAC made with the secret (Simlessly). None when the key is
+    /// unknown, revoked, or was created before secrets were kept sealed.
+    async fn key_secret(&self, key_id: &str) -> Result<Option<(Tenant, String)>>;
+    /// Record that `key_id` used `request_id` at `now_ms`; false if it was
+    /// already used. Ids older than [`REQUEST_ID_RETENTION_MS`] are forgotten.
+    async fn remember_request_id(
+        &self,
+        key_id: &str,
+        request_id: &str,
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// A platform-wide random 32-byte secret named `name`, created on first
+    /// use; every replica sharing the database gets the same bytes.
+    async fn server_secret(&self, name: &str) -> Result<Vec<u8>>;
+
     // ---- templates (platform-wide) ----
 
     /// Store a template; `Conflict` if the name is taken.
@@ -111,6 +129,8 @@ pub trait Store: Send + Sync + 'static {
         batch_id: &str,
         filter: &ItemFilter,
     ) -> Result<Vec<ItemRecord>>;
+    /// One item by its global id (the order id), if it belongs to the tenant.
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>>;
     /// Cancel: unclaimed items become CANCELED, the batch CANCELLED. None if unknown.
     /// `State` if the batch is already terminal.
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
@@ -178,6 +198,14 @@ pub trait Store: Send + Sync + 'static {
     /// Register an endpoint; its secret is returned once. Deliveries start with
     /// events created after this call.
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook>;
+    /// Register an endpoint receiving a given format ([`WEBHOOK_STANDARD`],
+    /// or a dialect's push format); otherwise as [`Store::create_webhook`].
+    async fn create_webhook_with_format(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook>;
     /// The tenant's endpoints.
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>>;
     /// One endpoint.
@@ -239,6 +267,10 @@ pub async fn open(url: &str, cipher: crypto::Cipher) -> Result<Arc<dyn Store>> {
         )))
     }
 }
+
+/// How long a used request id is remembered (30 minutes): longer than any
+/// window in which a signed request's timestamp is accepted.
+pub const REQUEST_ID_RETENTION_MS: i64 = 30 * 60 * 1000;
 
 /// How long to keep a lease before another worker may take the item over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);

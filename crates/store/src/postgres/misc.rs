@@ -46,6 +46,7 @@ impl PgStore {
     pub(super) async fn create_key_impl(&self, tenant_name: &str) -> Result<NewKey> {
         let mut tx = self.pool.begin().await?;
         let key = insert_key(&mut tx, tenant_name).await?;
+        self.seal_key_secret(&mut tx, &key).await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -119,6 +120,7 @@ impl PgStore {
             return Ok(None);
         }
         let key = insert_key(&mut tx, "default").await?;
+        self.seal_key_secret(&mut tx, &key).await?;
         tx.commit().await?;
         Ok(Some(key))
     }

@@ -14,6 +14,7 @@
 //! transaction.
 
 mod batches;
+mod dialect;
 mod engine;
 mod misc;
 mod rows;
@@ -134,6 +135,22 @@ impl Store for PgStore {
         self.tenant_by_name_impl(name).await
     }
 
+    async fn key_secret(&self, key_id: &str) -> Result<Option<(Tenant, String)>> {
+        self.key_secret_impl(key_id).await
+    }
+    async fn remember_request_id(
+        &self,
+        key_id: &str,
+        request_id: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.remember_request_id_impl(key_id, request_id, now_ms)
+            .await
+    }
+    async fn server_secret(&self, name: &str) -> Result<Vec<u8>> {
+        self.server_secret_impl(name).await
+    }
+
     async fn add_template(&self, name: &str, content: &[u8]) -> Result<TemplateInfo> {
         self.add_template_impl(name, content).await
     }
@@ -182,6 +199,9 @@ impl Store for PgStore {
         filter: &ItemFilter,
     ) -> Result<Vec<ItemRecord>> {
         self.list_items_impl(tenant_id, batch_id, filter).await
+    }
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>> {
+        self.get_item_impl(tenant_id, item_id).await
     }
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
         self.cancel_batch_impl(tenant_id, batch_id).await
@@ -233,7 +253,16 @@ impl Store for PgStore {
     }
 
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
-        self.create_webhook_impl(tenant_id, url).await
+        self.create_webhook_impl(tenant_id, url, WEBHOOK_STANDARD)
+            .await
+    }
+    async fn create_webhook_with_format(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook> {
+        self.create_webhook_impl(tenant_id, url, format).await
     }
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>> {
         self.list_webhooks_impl(tenant_id).await
