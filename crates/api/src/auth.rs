@@ -64,7 +64,10 @@ pub async fn tenant_for(parts: &Parts, state: &AppState) -> Result<Tenant, ApiEr
         return Err(invalid());
     }
     match state.store.authenticate(key_id, secret).await {
-        Ok(Some(t)) => Ok(t),
+        Ok(Some(t)) => {
+            crate::ops::rate_limit::admit(parts, &t.id)?;
+            Ok(t)
+        }
         Ok(None) => Err(invalid()),
         Err(e) => {
             tracing::error!(error = %e, "authentication failed on the store");

@@ -20,6 +20,7 @@
 //! | 413 | `payload_too_large` | a JSON body over the limit (64 MiB) |
 //! | 415 | `unsupported_media_type` | a body that is not JSON, CSV or NDJSON |
 //! | 422 | `invalid_type`, `invalid_request`, `unknown_operation`, `unknown_field`, `empty_batch`, `too_many_items`, `idempotency_key_reused`, `template_invalid`, `template_name_invalid` | readable, but wrong |
+//! | 429 | `rate_limited` | the tenant is over its rate limit (`Retry-After`, `RateLimit` headers; see `ops::rate_limit`) |
 //! | 500 | `internal` | a store or server fault: the detail is generic, the cause is only logged |
 //! | 503 | `not_ready` | the store does not answer (`/readyz`) |
 //!

@@ -7,17 +7,21 @@
 //! - [`idempotency`]: `Idempotency-Key` with Stripe's semantics.
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/openapi.json`.
 //! - [`es2plus`]: SGP.22 ES2+ for operators, under `/gsma/rsp2/es2plus/`.
+//! - [`docs`]: the interactive reference at `/docs` (vendored Swagger UI).
+//! - [`ops`]: `/metrics`, per-tenant rate limits, the request span.
 //!
 //! The vendor dialects will live under `dialects/`, each a thin translator
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
 pub mod dialects;
+pub mod docs;
 pub mod error;
 pub mod es2plus;
 pub mod idempotency;
 pub mod native;
 pub mod openapi;
+pub mod ops;
 pub mod signed_url;
 
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use axum::{Json, Router};
 use simbatch_engine::service::Service;
 use simbatch_store::Store;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::error::{ApiError, PROBLEM_JSON};
 
@@ -47,8 +51,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, with fresh metrics and no rate limit.
 pub fn router(state: AppState) -> Router {
+    router_with(state, ops::Ops::default())
+}
+
+/// The whole HTTP application with the given metrics and rate limits.
+pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
     use native::{batches, downloads, esim, events, profiles, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
@@ -85,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(ops::metrics::scrape))
+        .merge(docs::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -104,9 +115,17 @@ pub fn router(state: AppState) -> Router {
                 panic_response,
             )),
         )
+        .layer(middleware::from_fn(ops::rate_limit::headers))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(ops::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(ops::metrics::track))
+        .layer(axum::Extension(ops.metrics.clone()))
+        .layer(axum::Extension(ops.rate_limit.clone()))
         .with_state(state)
 }
 

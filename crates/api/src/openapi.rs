@@ -30,6 +30,61 @@ impl Modify for Security {
     }
 }
 
+/// Every authenticated operation may answer 429 when a rate limit is set.
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
+        let text = |d: &str| {
+            HeaderBuilder::new()
+                .schema(utoipa::openapi::schema::Object::with_type(Type::String))
+                .description(Some(d))
+                .build()
+        };
+        let resp = ResponseBuilder::new()
+            .description("Over this tenant's rate limit (`rate_limited`)")
+            .content(
+                crate::error::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .header(
+                "Retry-After",
+                text("Seconds until a request is admitted again"),
+            )
+            .header(
+                "RateLimit",
+                text("\"tenant\";r=<requests left>;t=<seconds until the quota is full>"),
+            )
+            .header(
+                "RateLimit-Policy",
+                text("\"tenant\";q=<burst>;w=<window seconds>"),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    op.responses
+                        .responses
+                        .insert("429".into(), resp.clone().into());
+                }
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -45,7 +100,7 @@ impl Modify for Security {
         profiles::get, profiles::qr_png,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
         esim::add, esim::list, esim::get, esim::package,
-        crate::healthz, crate::readyz, crate::openapi_json,
+        crate::healthz, crate::readyz, crate::openapi_json, crate::ops::metrics::scrape,
     ),
     components(schemas(
         Problem, ProblemItem,
@@ -58,7 +113,7 @@ impl Modify for Security {
         downloads::OperationDto, downloads::FieldDto,
         esim::TemplateDto, esim::TemplateProfileDto, esim::TemplateList,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &RateLimited),
     tags(
         (name = "batches", description = "Submit and follow batches of orders"),
         (name = "sims", description = "SIMs, their history, single-SIM orders"),

@@ -67,7 +67,12 @@ async fn generate(app: &TestApp, ns: &[usize], extra: Value) {
     let items = ns
         .iter()
         .map(|n| {
-            let mut item = json!({"iccid": iccid(*n), "template": TEMPLATE});
+            let mut item = json!({
+                "iccid": iccid(*n),
+                "imsi": format!("00101{n:010}"),
+                "ki": "000102030405060708090a0b0c0d0e0f",
+                "template": TEMPLATE,
+            });
             for (k, v) in extra.as_object().unwrap() {
                 item[k] = v.clone();
             }

@@ -327,6 +327,8 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         workers: args.workers,
         no_workers: false,
         lease_secs: 30,
+        rate_limit: None,
+        metrics: Default::default(),
     };
     let store = cfg.db.open().await?;
     let backend = store.backend();
@@ -453,6 +455,8 @@ async fn measure_packages(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<V
         workers: args.workers,
         no_workers: false,
         lease_secs: 30,
+        rate_limit: None,
+        metrics: Default::default(),
     };
     let file = args.template.as_ref().ok_or("--template is required")?;
     let template = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;

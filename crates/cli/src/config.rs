@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::Args;
 use serde::Deserialize;
+use simbatch_api::ops::RateLimitConfig;
 use simbatch_core::ValidationProfile;
+use simbatch_engine::metrics::Metrics;
 use simbatch_store::crypto::{Cipher, KeySource};
 use simbatch_store::Store;
 
@@ -27,6 +29,21 @@ pub struct FileConfig {
     key_file: Option<PathBuf>,
     no_workers: Option<bool>,
     lease_secs: Option<u64>,
+    rate_limit_rps: Option<f64>,
+    rate_limit_burst: Option<u32>,
+    /// `text` or `json` (read by `main` before logging starts).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (with the request span's fields).
+    Json,
 }
 
 impl FileConfig {
@@ -119,6 +136,12 @@ pub struct ServeArgs {
     /// Seconds a claimed item stays leased; a crashed worker's items are taken over after this.
     #[arg(long, env = "SIMBATCH_LEASE_SECS")]
     pub lease_secs: Option<u64>,
+    /// Per-tenant request rate limit (requests per second, per replica); unset or 0: no limit.
+    #[arg(long, env = "SIMBATCH_RATE_LIMIT_RPS")]
+    pub rate_limit_rps: Option<f64>,
+    /// Per-tenant burst (bucket size); default: twice the rate, at least 1.
+    #[arg(long, env = "SIMBATCH_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
 }
 
 /// Resolved serve settings.
@@ -140,6 +163,20 @@ pub struct Serve {
     pub no_workers: bool,
     /// Lease length in seconds.
     pub lease_secs: u64,
+    /// Per-tenant rate limit, if any.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// The process's metrics, shared by the router and the background tasks.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A limit when the rate is positive; the burst defaults to two seconds' worth.
+pub fn rate_limit(rps: Option<f64>, burst: Option<u32>) -> Option<RateLimitConfig> {
+    let rps = rps.filter(|r| r.is_finite() && *r > 0.0)?;
+    let burst = burst.unwrap_or_else(|| (rps * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
+    Some(RateLimitConfig {
+        rps,
+        burst: burst.max(1),
+    })
 }
 
 impl ServeArgs {
@@ -160,6 +197,11 @@ impl ServeArgs {
             workers: self.workers.or(f.workers),
             no_workers: self.no_workers || f.no_workers.unwrap_or(false),
             lease_secs: self.lease_secs.or(f.lease_secs).unwrap_or(30).max(1),
+            rate_limit: rate_limit(
+                self.rate_limit_rps.or(f.rate_limit_rps),
+                self.rate_limit_burst.or(f.rate_limit_burst),
+            ),
+            metrics: Metrics::shared(),
         }
     }
 }
@@ -169,9 +211,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rate_limit_is_off_unless_a_positive_rate_is_set() {
+        assert_eq!(rate_limit(None, Some(5)), None);
+        assert_eq!(rate_limit(Some(0.0), None), None);
+        assert_eq!(rate_limit(Some(f64::NAN), None), None);
+        assert_eq!(
+            rate_limit(Some(2.5), None),
+            Some(RateLimitConfig { rps: 2.5, burst: 5 })
+        );
+        assert_eq!(
+            rate_limit(Some(0.1), Some(0)),
+            Some(RateLimitConfig { rps: 0.1, burst: 1 })
+        );
+    }
+
+    #[test]
     fn file_config_fills_gaps_and_flags_win() {
         let f: FileConfig = toml::from_str(
-            "listen = \"0.0.0.0:9000\"\nretention_days = 7\nvalidation = \"strict\"\ndatabase_url = \"sqlite://x.db\"",
+            "listen = \"0.0.0.0:9000\"\nretention_days = 7\nvalidation = \"strict\"\ndatabase_url = \"sqlite://x.db\"\nrate_limit_rps = 5.0\nlog_format = \"json\"",
         )
         .unwrap();
         let args = ServeArgs {
@@ -186,12 +243,16 @@ mod tests {
             workers: None,
             no_workers: false,
             lease_secs: None,
+            rate_limit_rps: None,
+            rate_limit_burst: Some(9),
         };
         let s = args.resolve(&f);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.retention_days, 7);
         assert_eq!(s.validation, ValidationProfile::Strict);
         assert_eq!(s.db.url, "sqlite://y.db");
+        assert_eq!(s.rate_limit, Some(RateLimitConfig { rps: 5.0, burst: 9 }));
+        assert_eq!(f.log_format, Some(LogFormat::Json));
         assert!(
             toml::from_str::<FileConfig>("lisen = 1").is_err(),
             "unknown keys are refused"

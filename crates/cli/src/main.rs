@@ -1,8 +1,11 @@
 //! The `simbatch` binary: one process serves the API and runs the workers;
-//! the other subcommands administer a database or measure the engine.
+//! the admin subcommands administer a database or measure the engine; the
+//! client subcommands (`submit`, `watch`, `batches`, `sims`, `export`) talk
+//! to a running server.
 
 mod admin;
 mod bench;
+mod client;
 mod config;
 mod serve;
 
@@ -17,9 +20,14 @@ struct Cli {
     /// Optional TOML config file (same keys as the serve flags, in snake_case).
     #[arg(long, global = true, env = "SIMBATCH_CONFIG")]
     config: Option<std::path::PathBuf>,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (same as `--log-format json`).
     #[arg(long, global = true, env = "SIMBATCH_LOG_JSON")]
     log_json: bool,
+    /// Log format on stderr: text or json.
+    #[arg(long, global = true, env = "SIMBATCH_LOG_FORMAT", value_enum)]
+    log_format: Option<config::LogFormat>,
+    #[command(flatten)]
+    remote: client::RemoteArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +54,8 @@ enum Command {
     },
     /// Measure the engine end to end against a fresh database.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn init_logging(json: bool) {
@@ -65,7 +75,6 @@ fn init_logging(json: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
     let file = match config::FileConfig::load(cli.config.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -73,12 +82,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let format = cli.log_format.or(file.log_format).unwrap_or_default();
+    init_logging(cli.log_json || format == config::LogFormat::Json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args.resolve(&file)).await,
         Command::Migrate(db) => admin::migrate(db.resolve(&file)).await,
         Command::Keys { db, action } => admin::keys(db.resolve(&file), action).await,
         Command::Templates { db, action } => admin::templates(db.resolve(&file), action).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Client(cmd) => {
+            let json = cli.remote.json;
+            return match client::run(cli.remote, cmd).await {
+                Ok(outcome) => outcome.into(),
+                Err(e) => {
+                    if json {
+                        client::http::print_json(&e.to_json());
+                    }
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

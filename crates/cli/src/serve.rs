@@ -40,6 +40,7 @@ impl Background {
             smdp_address: cfg.smdp_address.clone(),
             lease: Duration::from_secs(cfg.lease_secs),
             chunk_size: if pg { 5000 } else { 1000 },
+            metrics: Some(cfg.metrics.clone()),
             ..Default::default()
         };
         let handle = worker::start(store.clone(), wcfg, wake);
@@ -49,7 +50,12 @@ impl Background {
         };
         let tasks = vec![
             sweeper::start(store.clone(), scfg, cancel.clone()),
-            webhooks::start(store.clone(), Duration::from_millis(500), cancel.clone()),
+            webhooks::start_with(
+                store.clone(),
+                Duration::from_millis(500),
+                cancel.clone(),
+                Some(cfg.metrics.clone()),
+            ),
         ];
         Self {
             workers: Some(handle),
@@ -108,11 +114,19 @@ pub async fn run(cfg: Serve) -> Result<(), String> {
     }
     let wake = Arc::new(Notify::new());
     let background = Background::start(&store, &cfg, wake.clone());
-    let app = simbatch_api::router(app_state(store.clone(), &cfg, wake));
+    let ops = simbatch_api::ops::Ops::new(cfg.metrics.clone(), cfg.rate_limit);
+    let app = simbatch_api::router_with(app_state(store.clone(), &cfg, wake), ops);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("{}: {e}", cfg.listen))?;
-    tracing::info!(listen = %cfg.listen, backend = store.backend(), workers = !cfg.no_workers, "simbatch serving");
+    tracing::info!(
+        listen = %cfg.listen,
+        backend = store.backend(),
+        workers = !cfg.no_workers,
+        rate_limit_rps = cfg.rate_limit.map(|r| r.rps),
+        rate_limit_burst = cfg.rate_limit.map(|r| r.burst),
+        "simbatch serving"
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

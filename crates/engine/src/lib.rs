@@ -5,8 +5,10 @@
 //! - [`worker`]: claim, execute, complete, under leases.
 //! - [`sweeper`]: retention and expired-key sweeping.
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
+//! - [`metrics`]: Prometheus metrics of the process.
 //! - [`push`]: dialect push formats the dispatcher renders (Smarthub notifications).
 
+pub mod metrics;
 pub mod personalise;
 pub mod push;
 pub mod service;

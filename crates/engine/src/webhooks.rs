@@ -120,6 +120,25 @@ pub async fn dispatch_once(
     store: &dyn Store,
     client: &reqwest::Client,
 ) -> Result<usize, simbatch_store::StoreError> {
+    dispatch_once_with(store, client, None).await
+}
+
+/// The metrics label of an attempt: `success`, `disabled`, `http_error` or `network_error`.
+pub fn attempt_result(a: &DeliveryAttempt) -> &'static str {
+    match (&a.next, a.status_code) {
+        (DeliveryNext::Advance, _) => "success",
+        (DeliveryNext::Disable(_), _) => "disabled",
+        (_, Some(_)) => "http_error",
+        (_, None) => "network_error",
+    }
+}
+
+/// [`dispatch_once`], counting each attempt in `metrics`.
+pub async fn dispatch_once_with(
+    store: &dyn Store,
+    client: &reqwest::Client,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Result<usize, simbatch_store::StoreError> {
     let due = store.due_deliveries(now_ms(), 64).await?;
     let attempts =
         futures::future::join_all(due.iter().map(|(hook, event)| deliver(client, hook, event)))
@@ -129,12 +148,25 @@ pub async fn dispatch_once(
             tracing::warn!(webhook_id = %a.webhook_id, reason = %reason, "webhook disabled");
         }
         store.record_delivery(a).await?;
+        if let Some(m) = metrics {
+            m.webhook_delivery(attempt_result(a));
+        }
     }
     Ok(attempts.len())
 }
 
 /// Run the dispatcher until cancelled.
 pub fn start(store: Arc<dyn Store>, poll: Duration, cancel: CancellationToken) -> JoinHandle<()> {
+    start_with(store, poll, cancel, None)
+}
+
+/// [`start`], counting deliveries in `metrics`.
+pub fn start_with(
+    store: Arc<dyn Store>,
+    poll: Duration,
+    cancel: CancellationToken,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -142,7 +174,7 @@ pub fn start(store: Arc<dyn Store>, poll: Duration, cancel: CancellationToken) -
             .build()
             .unwrap_or_default();
         loop {
-            let busy = match dispatch_once(store.as_ref(), &client).await {
+            let busy = match dispatch_once_with(store.as_ref(), &client, metrics.as_deref()).await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook dispatch failed");

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// SM-DP+ address written into new activation codes.
     pub smdp_address: String,
+    /// Where to record per-chunk metrics, if anywhere.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +44,7 @@ impl Default for WorkerConfig {
             lease: simbatch_store::DEFAULT_LEASE,
             idle_poll: Duration::from_millis(250),
             smdp_address: "smdp.simbatch.local".into(),
+            metrics: None,
         }
     }
 }
@@ -190,6 +193,9 @@ impl Worker {
         self.stats
             .latency_us_total
             .fetch_add(started.elapsed().as_micros() as u64 * n, Ordering::Relaxed);
+        if let Some(m) = &self.cfg.metrics {
+            m.chunk_done(&summary, started.elapsed());
+        }
         for (batch, status) in &summary.finished {
             tracing::info!(batch_id = %batch, status = status.as_str(), "batch finished");
         }

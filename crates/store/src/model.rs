@@ -327,6 +327,19 @@ pub struct CompleteSummary {
     pub canceled: usize,
     /// Batches that became terminal, with their new status.
     pub finished: Vec<(String, BatchStatus)>,
+    /// Applied items per operation, for metrics (see [`crate::plan::count_by_operation`]).
+    pub by_operation: Vec<OperationCount>,
+}
+
+/// Applied items of one operation in a completed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationCount {
+    /// The operation.
+    pub operation: Operation,
+    /// Items that succeeded.
+    pub completed: u64,
+    /// Items that failed.
+    pub failed: u64,
 }
 
 /// An event from the outbox / feed.

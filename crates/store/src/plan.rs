@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Sim};
 
 use crate::crypto::Cipher;
-use crate::{BatchRecord, Completion};
+use crate::{BatchRecord, Completion, OperationCount};
 
 /// A SIM row to insert or update, as the JSON object the SQL reads.
 #[derive(Debug, Clone)]
@@ -49,6 +49,31 @@ pub fn sim_row(
         "opc_enc": opc_enc,
         "now": now,
     }))
+}
+
+/// Count applied items per operation and outcome, in catalogue order of first appearance.
+pub fn count_by_operation(done: &[Completion]) -> Vec<OperationCount> {
+    let mut out: Vec<OperationCount> = Vec::new();
+    for c in done {
+        let op = c.item.operation;
+        let i = match out.iter().position(|o| o.operation == op) {
+            Some(i) => i,
+            None => {
+                out.push(OperationCount {
+                    operation: op,
+                    completed: 0,
+                    failed: 0,
+                });
+                out.len() - 1
+            }
+        };
+        if c.result.is_ok() {
+            out[i].completed += 1;
+        } else {
+            out[i].failed += 1;
+        }
+    }
+    out
 }
 
 /// Counter changes for one batch.

@@ -697,6 +697,7 @@ async fn lease_expiry_and_fencing(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((s.applied, s.fenced_out), (0, 1));
+    assert!(s.by_operation.is_empty(), "fenced items are not counted");
     assert!(
         store.get_sim(&t, &iccid(1)).await.unwrap().is_none(),
         "fenced completion changes nothing"
@@ -712,6 +713,11 @@ async fn lease_expiry_and_fencing(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((s.applied, s.fenced_out, s.completed), (1, 0, 1));
+    assert_eq!(s.by_operation.len(), 1);
+    assert_eq!(
+        (s.by_operation[0].operation, s.by_operation[0].completed),
+        (Operation::RegisterSim, 1)
+    );
     assert_eq!(s.finished, vec![(b.id.clone(), BatchStatus::Completed)]);
     let again = store
         .complete(&fresh.token, run_items(&fresh.items))
@@ -981,7 +987,14 @@ async fn parallel_failure_keeps_followers(store: Arc<dyn Store>) {
     its.extend(act);
     store.append_items(&t, &b.id, &its).await.unwrap();
     store.seal_batch(&t, &b.id).await.unwrap();
-    run_all(&store).await;
+    let mut counts = Vec::new();
+    for _ in 0..10 {
+        let (claim, summary) = run_once(&store, 50).await;
+        if claim.items.is_empty() {
+            break;
+        }
+        counts.extend(summary.by_operation);
+    }
     let st: Vec<ItemStatus> = all_items(&store, &t, &b.id)
         .await
         .iter()
@@ -991,6 +1004,20 @@ async fn parallel_failure_keeps_followers(store: Arc<dyn Store>) {
         st,
         [ItemStatus::Failed, ItemStatus::Completed],
         "parallel mode runs the rest in order"
+    );
+    counts.sort_by_key(|c| c.operation.as_str());
+    let count = |operation, completed, failed| OperationCount {
+        operation,
+        completed,
+        failed,
+    };
+    assert_eq!(
+        counts,
+        [
+            count(Operation::Activate, 1, 0),
+            count(Operation::Resume, 0, 1)
+        ],
+        "per-operation outcomes of applied items"
     );
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
-use simbatch_api::{router, AppState};
+use simbatch_api::ops::Ops;
+use simbatch_api::{router_with, AppState};
 use simbatch_engine::service::{Service, ServiceConfig};
 use simbatch_engine::worker::{self, WorkerConfig, WorkerHandle};
 use simbatch_store::crypto::Cipher;
@@ -69,6 +70,16 @@ impl TestApp {
 
     /// Start with a given service configuration.
     pub async fn start_service(backend: Backend, workers: bool, config: ServiceConfig) -> Self {
+        Self::start_ops(backend, workers, config, Ops::default()).await
+    }
+
+    /// Start with given metrics and rate limits (the workers record into `ops.metrics`).
+    pub async fn start_ops(
+        backend: Backend,
+        workers: bool,
+        config: ServiceConfig,
+        ops: Ops,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -86,15 +97,19 @@ impl TestApp {
                 store.clone(),
                 WorkerConfig {
                     idle_poll: Duration::from_millis(50),
+                    metrics: Some(ops.metrics.clone()),
                     ..Default::default()
                 },
                 wake,
             )
         });
-        let app = router(AppState {
-            service,
-            store: store.clone(),
-        });
+        let app = router_with(
+            AppState {
+                service,
+                store: store.clone(),
+            },
+            ops,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

@@ -310,6 +310,9 @@ impl PgStore {
                 .filter(|c| held.contains(&c.item.id))
                 .collect();
             plan = plan_completion(&self.cipher, &kept, now);
+            summary.by_operation = crate::plan::count_by_operation(&kept);
+        } else {
+            summary.by_operation = crate::plan::count_by_operation(&done);
         }
         write_json(&mut tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
         write_json(&mut tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;

@@ -283,6 +283,7 @@ impl SqliteStore {
         summary: &mut CompleteSummary,
     ) -> Result<()> {
         let mut plan = plan_completion(&self.cipher, kept, now);
+        summary.by_operation = crate::plan::count_by_operation(kept);
         for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
             if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
                 d.processing_done -= 1;
