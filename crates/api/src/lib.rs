@@ -6,11 +6,13 @@
 //! - [`auth`]: tenant API keys (`X-API-Key` or `Authorization: Bearer`).
 //! - [`idempotency`]: `Idempotency-Key` with Stripe's semantics.
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/openapi.json`.
+//! - [`console`]: the web console, served at `/` (embedded static files).
 //!
 //! The vendor dialects will live under `dialects/`, each a thin translator
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod idempotency;
 pub mod native;
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries));
     Router::new()
         .merge(v1)
+        .merge(console::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
