@@ -288,7 +288,25 @@ async fn run(c: &Client, app: &TestApp, tmp: &Path) -> Outcome {
         .await
 }
 
+/// Size the window so the page's viewport is `w`×`h` CSS pixels.
+async fn viewport(c: &Client, w: u32, h: u32) {
+    c.set_window_size(w, h).await.unwrap();
+    let v = c
+        .execute("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight];", vec![])
+        .await
+        .unwrap();
+    let dw = v[0].as_u64().unwrap_or(0) as u32;
+    let dh = v[1].as_u64().unwrap_or(0) as u32;
+    c.set_window_size(w + dw, h + dh).await.unwrap();
+    let v = c
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .unwrap();
+    assert_eq!(v, json!([w, h]), "viewport");
+}
+
 async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
+    viewport(c, 1280, 800).await;
     // 1. Sign in: a wrong token is refused on the page, the right one kept in
     //    sessionStorage and never put in the URL.
     c.goto(&format!("{}/", app.base)).await.unwrap();
@@ -626,7 +644,7 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
     shot(c, "07-sim-lookup").await;
 
     // Phone width: no horizontal scrolling of the page itself.
-    c.set_window_size(375, 943).await.unwrap();
+    viewport(c, 375, 812).await;
     c.goto(&format!("{}/#/batches/{id}", app.base))
         .await
         .unwrap();
