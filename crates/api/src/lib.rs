@@ -47,14 +47,21 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    use native::{batches, events, sims, webhooks};
+    use native::{batches, downloads, events, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/items", get(batches::items))
+        .route("/v1/batches/{id}/export", get(downloads::batch_export))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/batches/{id}/retry", post(batches::retry))
         .route("/v1/sims", get(sims::list))
+        .route("/v1/sims/export", get(downloads::sims_export))
+        .route("/v1/operations", get(downloads::operations))
+        .route(
+            "/v1/operations/{operation}/template.csv",
+            get(downloads::operation_template),
+        )
         .route("/v1/sims/{iccid}", get(sims::get))
         .route("/v1/sims/{iccid}/history", get(sims::history))
         .route("/v1/sims/{iccid}/{action}", post(sims::action))

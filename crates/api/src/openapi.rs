@@ -4,7 +4,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, events, sims, webhooks};
+use crate::native::{self, batches, downloads, events, sims, webhooks};
 
 struct Security;
 
@@ -39,7 +39,8 @@ impl Modify for Security {
     ),
     paths(
         batches::submit, batches::list, batches::get, batches::items, batches::cancel, batches::retry,
-        sims::list, sims::get, sims::history, sims::action,
+        downloads::batch_export, downloads::operations, downloads::operation_template,
+        sims::list, sims::get, sims::history, sims::action, downloads::sims_export,
         events::list,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::deliveries,
         crate::healthz, crate::readyz, crate::openapi_json,
@@ -52,6 +53,7 @@ impl Modify for Security {
         native::WebhookList, native::DeliveryList,
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
         webhooks::CreateWebhookBody, crate::Health,
+        downloads::OperationDto, downloads::FieldDto,
     )),
     modifiers(&Security),
     tags(

@@ -317,6 +317,35 @@ async fn secrets_never_leak(b: Backend) {
     }
     get_clean(&app, "/v1/batches?limit=1000").await;
     get_clean(&app, "/v1/sims?limit=1000").await;
+    // Every export, in every format (XLSX is zipped: read its cells).
+    let mut exports: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/v1/batches/{id}/export"))
+        .collect();
+    exports.push("/v1/sims/export".into());
+    for path in exports {
+        for format in ["csv", "ndjson", "xlsx"] {
+            let r = app
+                .req(Method::GET, &format!("{path}?format={format}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}");
+            let bytes = r.bytes().await.unwrap();
+            if format == "xlsx" {
+                use calamine::Reader;
+                let mut book: calamine::Xlsx<_> =
+                    calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+                let range = book.worksheet_range("export-1").unwrap();
+                let cells: Vec<String> = range.cells().map(|(_, _, c)| c.to_string()).collect();
+                assert!(cells.len() > 1, "{path}");
+                assert_clean(&format!("{path} xlsx"), cells.join("\n").as_bytes());
+            } else {
+                assert!(bytes.len() > 10, "{path}");
+                assert_clean(&format!("{path} {format}"), &bytes);
+            }
+        }
+    }
     for n in 0..10 {
         let r = app
             .req(Method::GET, &format!("/v1/sims/{}", iccid(n)))

@@ -4,7 +4,9 @@
 //! schema are owned by the HTTP layer. Times are RFC 3339 (UTC).
 
 pub mod batches;
+pub mod downloads;
 pub mod events;
+pub mod export;
 pub mod sims;
 mod upload;
 pub mod webhooks;

@@ -62,24 +62,8 @@ fn parse_sim_status(s: &str) -> Option<SimStatus> {
     .find(|v| v.as_str() == s.trim())
 }
 
-/// List SIMs, by ICCID.
-#[utoipa::path(
-    get, path = "/v1/sims", tag = "sims",
-    params(ListSimsQuery),
-    responses(
-        (status = 200, description = "A page of SIMs", body = SimPage),
-        (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("api_key" = []), ("bearer" = []))
-)]
-pub async fn list(
-    State(st): State<AppState>,
-    Auth(tenant): Auth,
-    query: Result<Query<ListSimsQuery>, QueryRejection>,
-) -> ApiResult<Json<SimPage>> {
-    let Query(q) = query?;
+/// Turn the list query into a store filter (400 on a bad value).
+pub fn sim_filter(q: ListSimsQuery) -> ApiResult<SimFilter> {
     let bad = |m: &str| ApiError::bad_request("invalid_query", m.to_owned());
     let customs = [
         q.custom_field_1,
@@ -107,7 +91,7 @@ pub async fn list(
             other => Ok(other),
         }
     };
-    let filter = SimFilter {
+    Ok(SimFilter {
         status: q
             .status
             .as_deref()
@@ -121,7 +105,28 @@ pub async fn list(
         msisdn: text(q.msisdn, "msisdn")?,
         after_iccid: text(q.cursor, "cursor")?,
         limit: page_size(q.limit)?,
-    };
+    })
+}
+
+/// List SIMs, by ICCID.
+#[utoipa::path(
+    get, path = "/v1/sims", tag = "sims",
+    params(ListSimsQuery),
+    responses(
+        (status = 200, description = "A page of SIMs", body = SimPage),
+        (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(st): State<AppState>,
+    Auth(tenant): Auth,
+    query: Result<Query<ListSimsQuery>, QueryRejection>,
+) -> ApiResult<Json<SimPage>> {
+    let Query(q) = query?;
+    let filter = sim_filter(q)?;
     let page = st.service.list_sims(&tenant, filter).await?;
     Ok(Json(SimPage {
         data: page.data.into_iter().map(Into::into).collect(),

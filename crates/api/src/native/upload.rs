@@ -7,17 +7,22 @@
 //! - CSV: the first line is the header (field names; an unknown or repeated
 //!   column is 400 `unknown_column` / `malformed_csv`). Each later line is one
 //!   item; a row that cannot be read is a REJECTED item (`malformed_row`).
-//!   Quoted fields may contain commas and quotes, not line breaks.
+//!   Quoted fields may contain commas and quotes, not line breaks. A cell of
+//!   an object field (custom fields, services) holds that object as JSON.
 //! - NDJSON: each line is one JSON object; a line that is not one is a
 //!   REJECTED item (`malformed_json` / `invalid_type`).
+//! - Both ignore `result_*` columns and keys: those are what an export adds
+//!   (see [`super::export`]), so an export uploads again as it is.
 
 use axum::body::{Body, BodyDataStream};
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use serde_json::{Map, Value};
+use simbatch_core::operation::FieldKind;
 use simbatch_core::{Operation, Rejection};
 use simbatch_engine::service::{BatchWriter, ServiceError, SubmitReport};
 
+use super::export::RESULT_PREFIX;
 use crate::error::ApiError;
 
 /// Longest line accepted.
@@ -155,14 +160,17 @@ fn parse_csv_record(line: &[u8]) -> Option<Vec<String>> {
 /// Check a CSV header against the operation's fields (all fields and
 /// `operation` for a mixed batch).
 fn check_header(cols: &[String], op: Option<Operation>) -> Result<(), ApiError> {
-    let known = |c: &str| match op {
-        Some(op) => op.fields().iter().any(|f| f.name == c),
-        None => {
-            c == "operation"
-                || Operation::ALL
-                    .iter()
-                    .any(|o| o.fields().iter().any(|f| f.name == c))
-        }
+    let known = |c: &str| {
+        c.starts_with(RESULT_PREFIX)
+            || match op {
+                Some(op) => op.fields().iter().any(|f| f.name == c),
+                None => {
+                    c == "operation"
+                        || Operation::ALL
+                            .iter()
+                            .any(|o| o.fields().iter().any(|f| f.name == c))
+                }
+            }
     };
     for (i, c) in cols.iter().enumerate() {
         if c.is_empty() || !known(c) {
@@ -229,7 +237,8 @@ async fn feed(
         match format {
             Format::Ndjson => {
                 let rej = match serde_json::from_slice::<Value>(&line) {
-                    Ok(Value::Object(m)) => {
+                    Ok(Value::Object(mut m)) => {
+                        m.retain(|k, _| !k.starts_with(RESULT_PREFIX));
                         w.push(m).await.map_err(svc)?;
                         continue;
                     }
@@ -272,8 +281,9 @@ async fn feed(
                 }
                 let map: Map<String, Value> = h
                     .iter()
-                    .cloned()
-                    .zip(rec.into_iter().map(Value::String))
+                    .zip(rec)
+                    .filter(|(name, _)| !name.starts_with(RESULT_PREFIX))
+                    .map(|(name, cell)| (name.clone(), csv_cell(op, name, cell)))
                     .collect();
                 w.push(map).await.map_err(svc)?;
             }
@@ -283,6 +293,27 @@ async fn feed(
         return Err(ServiceError::EmptyBatch.into());
     }
     Ok(())
+}
+
+/// A CSV cell as a JSON value: text, except in an object field, where a cell
+/// holding a JSON object is that object (anything else stays text, and the
+/// item is then rejected naming the field).
+fn csv_cell(op: Option<Operation>, name: &str, cell: String) -> Value {
+    let is_object = |o: &Operation| {
+        o.fields()
+            .iter()
+            .any(|f| f.name == name && f.kind == FieldKind::Object)
+    };
+    let object_field = match op {
+        Some(o) => is_object(&o),
+        None => Operation::ALL.iter().any(is_object),
+    };
+    if object_field && cell.trim_start().starts_with('{') {
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&cell) {
+            return v;
+        }
+    }
+    Value::String(cell)
 }
 
 fn svc(e: ServiceError) -> ApiError {
