@@ -34,6 +34,18 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+/// Drop the screenshots of an earlier run.
+fn clear_artifacts() {
+    for e in std::fs::read_dir(artifacts()).unwrap().flatten() {
+        if e.path()
+            .extension()
+            .is_some_and(|x| x == "png" || x == "csv")
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A program from an environment variable or the usual Debian paths.
 fn program(var: &str, candidates: &[&str]) -> PathBuf {
     if let Ok(p) = std::env::var(var) {
@@ -106,7 +118,8 @@ impl Driver {
     }
 }
 
-async fn browser(driver: &Driver, profile: &Path, downloads: &Path) -> Client {
+/// A fresh headless Chromium session; `phone` emulates a 375×812 screen.
+async fn browser(driver: &Driver, profile: &Path, downloads: &Path, phone: bool) -> Client {
     let chromium = program(
         "CHROMIUM",
         &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
@@ -127,6 +140,10 @@ async fn browser(driver: &Driver, profile: &Path, downloads: &Path) -> Client {
             },
         },
     });
+    let mut caps = caps;
+    if phone {
+        caps["goog:chromeOptions"]["mobileEmulation"] = json!({"deviceMetrics": {"width": 375, "height": 812, "pixelRatio": 2.0, "touch": true}});
+    }
     let Value::Object(caps) = caps else {
         unreachable!()
     };
@@ -188,8 +205,16 @@ async fn shot(c: &Client, name: &str) -> Vec<u8> {
     png
 }
 
-/// Keep the README's screenshot when asked (`UPDATE_SCREENSHOTS=1`).
-fn readme_image(name: &str, png: &[u8]) {
+/// Keep the README's screenshot when asked (`UPDATE_SCREENSHOTS=1`),
+/// without the passing notices.
+async fn readme_image(c: &Client, name: &str) {
+    c.execute(
+        "document.getElementById('toast').replaceChildren(); window.scrollTo(0, 0);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = shot(c, &format!("readme-{name}")).await;
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
         let dir = workspace_root().join("docs/img");
         std::fs::create_dir_all(&dir).unwrap();
@@ -260,18 +285,26 @@ fn data_rows(csv: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_upload_watch_and_download_failed() {
+    clear_artifacts();
     let app = TestApp::start(Backend::Sqlite).await;
     let driver = Driver::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let profile = tmp.path().join("profile");
     let dl_dir = tmp.path().join("downloads");
     std::fs::create_dir_all(&dl_dir).unwrap();
-    let c = browser(&driver, &profile, &dl_dir).await;
-    let result = run(&c, &app, tmp.path()).await;
-    if result.is_err() {
-        shot(&c, "failure").await;
-    }
+    let c = browser(&driver, &profile, &dl_dir, false).await;
+    let result = run(&c, "failure", scenario(&c, &app, tmp.path())).await;
     let _ = c.close().await;
+    // The same pages at phone width, in a second session.
+    let result = match result {
+        Ok(id) => {
+            let p = browser(&driver, &tmp.path().join("phone"), &dl_dir, true).await;
+            let r = run(&p, "failure-phone", phone(&p, &app, id)).await;
+            let _ = p.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
     drop(driver);
     app.stop().await;
     if let Err(e) = result {
@@ -279,13 +312,19 @@ async fn console_upload_watch_and_download_failed() {
     }
 }
 
-type Outcome = Result<(), Box<dyn std::any::Any + Send>>;
-
-async fn run(c: &Client, app: &TestApp, tmp: &Path) -> Outcome {
+/// Run a scenario, catching its panic so the browser is closed (and a
+/// screenshot of the failure kept) before the test fails.
+async fn run<T>(
+    c: &Client,
+    failure: &str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, Box<dyn std::any::Any + Send>> {
     use futures::FutureExt;
-    std::panic::AssertUnwindSafe(scenario(c, app, tmp))
-        .catch_unwind()
-        .await
+    let r = std::panic::AssertUnwindSafe(f).catch_unwind().await;
+    if r.is_err() {
+        shot(c, failure).await;
+    }
+    r
 }
 
 /// Size the window so the page's viewport is `w`×`h` CSS pixels.
@@ -305,7 +344,7 @@ async fn viewport(c: &Client, w: u32, h: u32) {
     assert_eq!(v, json!([w, h]), "viewport");
 }
 
-async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
+async fn scenario(c: &Client, app: &TestApp, tmp: &Path) -> String {
     viewport(c, 1280, 800).await;
     // 1. Sign in: a wrong token is refused on the page, the right one kept in
     //    sessionStorage and never put in the URL.
@@ -430,8 +469,7 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
     wait_text(c, "[data-count=completed] dd", 10, |t| t == "997").await;
     assert_eq!(text(c, "[data-count=total] dd").await, "997");
     assert_eq!(text(c, "[data-count=failed] dd").await, "0");
-    let png = shot(c, "04-batch-completed").await;
-    readme_image("batch", &png);
+    shot(c, "04-batch-completed").await;
     let b = app.wait_batch(&id).await;
     assert_eq!(b["status"], "COMPLETED", "{b}");
     assert_eq!(b["counts"]["completed"], 997, "{b}");
@@ -525,6 +563,7 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
     .await;
     wait_text(c, "#batch-status", 60, |t| t == "PARTIALLY COMPLETED").await;
     wait_text(c, "[data-count=failed] dd", 10, |t| t == "2").await;
+    readme_image(c, "batch").await;
     // The item table, filtered to FAILED, shows the code and reason per item.
     c.find(Locator::Id("item-status"))
         .await
@@ -612,8 +651,8 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
         |t| t == "1",
     )
     .await;
-    let png = shot(c, "06-batches").await;
-    readme_image("batches", &png);
+    shot(c, "06-batches").await;
+    readme_image(c, "batches").await;
 
     // SIM lookup by MSISDN: state, plan, custom fields, history; no secrets.
     c.goto(&format!("{}/#/sims", app.base)).await.unwrap();
@@ -642,25 +681,24 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
         "no Ki on the page"
     );
     shot(c, "07-sim-lookup").await;
-
-    // Phone width: no horizontal scrolling of the page itself.
-    viewport(c, 375, 812).await;
-    c.goto(&format!("{}/#/batches/{id}", app.base))
+    // By ICCID and by IMSI too, and a number nobody has.
+    for (by, q) in [
+        ("iccid", good[1].clone()),
+        ("imsi", "208011000000001".to_owned()),
+    ] {
+        c.goto(&format!("{}/#/sims?by={by}&q={q}", app.base))
+            .await
+            .unwrap();
+        let h = wait_text(c, "#sim-h", 10, |t| t.contains("ACTIVATED")).await;
+        assert!(h.contains(good[1].as_str()), "{by}: {h}");
+    }
+    c.goto(&format!("{}/#/sims?by=any&q=999999999", app.base))
         .await
         .unwrap();
-    wait_text(c, "#batch-status", 10, |t| t == "COMPLETED").await;
-    let overflow = c
-        .execute(
-            "return document.documentElement.scrollWidth - window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "the page scrolls sideways at 375px: {overflow}"
-    );
-    shot(c, "08-batch-phone").await;
+    wait_text(c, "#sim-result", 10, |t| {
+        t.contains("No SIM matches 999999999")
+    })
+    .await;
 
     // Signing out forgets the token.
     c.find(Locator::Id("signout"))
@@ -675,4 +713,54 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) {
         .await
         .unwrap();
     assert_eq!(stored, Value::Null);
+    id
+}
+
+/// Sign in on a 375 px wide phone screen and check the main pages fit: the
+/// page itself never scrolls sideways (wide tables scroll in their box).
+async fn phone(c: &Client, app: &TestApp, id: String) {
+    c.goto(&format!("{}/", app.base)).await.unwrap();
+    let token = c.wait().for_element(Locator::Id("token")).await.unwrap();
+    token.send_keys(&app.token).await.unwrap();
+    c.find(Locator::Id("signin-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("batch-list"))
+        .await
+        .unwrap();
+    let width = c
+        .execute("return window.innerWidth;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(width, json!(375), "phone viewport");
+    for (name, hash, ready) in [
+        ("batches", "#/batches".to_owned(), "#batch-list tbody tr"),
+        ("batch", format!("#/batches/{id}"), "#item-table tbody tr"),
+        ("new", "#/new".to_owned(), "#operation option"),
+        (
+            "sims",
+            "#/sims?by=msisdn&q=%2B33612000000".to_owned(),
+            "#sim-details",
+        ),
+    ] {
+        c.goto(&format!("{}/{hash}", app.base)).await.unwrap();
+        let script = format!("return document.querySelectorAll({}).length;", json!(ready));
+        until(c, name, 10, &script, |v| v.as_u64().unwrap_or(0) > 0).await;
+        let overflow = c
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        shot(c, &format!("phone-{name}")).await;
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{name} scrolls sideways at 375 px by {overflow}"
+        );
+    }
 }

@@ -80,7 +80,7 @@ export function render(main, { id, query: qp }, go) {
     const cursor = cursors[cursors.length - 1];
     const page = await api(`/v1/batches/${id}/items${query({ status: itemStatus.value, limit: PAGE, cursor })}`);
     const rows = page.data.map((it) => h('tr', { 'data-index': it.index, 'data-status': it.status },
-      h('td', { class: 'num' }, it.index + 1),
+      h('td', { class: 'num' }, it.index),
       h('td', { class: 'mono' }, it.iccid),
       h('td', {}, badge(it.status)),
       h('td', { class: 'mono' }, it.error?.code || ''),
@@ -88,7 +88,7 @@ export function render(main, { id, query: qp }, go) {
       h('td', {}, it.error?.reason || ''),
       h('td', { class: 'hide-narrow' }, when(it.updated_at))));
     fill(items, page.data.length
-      ? table([h('th', { class: 'num', scope: 'col' }, '#'), 'ICCID', 'Status', 'Error code', 'Field', 'Reason', h('th', { class: 'hide-narrow', scope: 'col' }, 'Updated')],
+      ? table([h('th', { class: 'num', scope: 'col', title: 'Position in the batch, from 0 (as in the API and exports)' }, 'Index'), 'ICCID', 'Status', 'Error code', 'Field', 'Reason', h('th', { class: 'hide-narrow', scope: 'col' }, 'Updated')],
         rows, { id: 'item-table', 'aria-label': 'Items of this batch' })
       : h('p', { class: 'card muted' }, 'No items match.'));
     prev.disabled = cursors.length < 2;

@@ -2,7 +2,7 @@
 
 import { api, query } from './api.js';
 import {
-  h, fill, when, badge, progress, problemText, table, every, operations, BATCH_STATUSES,
+  h, fill, when, badge, shortId, progress, problemText, table, every, operations, BATCH_STATUSES,
 } from './ui.js';
 
 const PAGE = 25;
@@ -72,7 +72,7 @@ export function render(main, { query: qp }, go) {
     const cursor = cursors[cursors.length - 1];
     const page = await api(`/v1/batches${query({ ...base, status: f.status, limit: PAGE, cursor })}`);
     const rows = page.data.map((b) => h('tr', { 'data-batch': b.id, 'data-status': b.status },
-      h('td', {}, h('a', { href: `#/batches/${b.id}`, class: 'mono' }, b.id.slice(0, 8)), h('div', { class: 'muted' }, when(b.created_at))),
+      h('td', {}, h('a', { href: `#/batches/${b.id}`, class: 'mono', title: b.id, 'aria-label': `Batch ${b.id}` }, shortId(b.id)), h('div', { class: 'muted' }, when(b.created_at))),
       h('td', {}, b.operation || 'mixed'),
       h('td', {}, badge(b.status)),
       h('td', {}, progress(b.counts)),

@@ -2,7 +2,7 @@
 // history. The API never returns secrets; only whether a Ki is on file.
 
 import { api, query, ApiError } from './api.js';
-import { h, fill, when, badge, problemText, table } from './ui.js';
+import { h, fill, when, badge, problemText, table, shortId } from './ui.js';
 
 /** Find SIMs: by ICCID directly, by IMSI or MSISDN through the list filters. */
 async function find(by, raw) {
@@ -95,7 +95,7 @@ async function loadHistory(box, iccid, cursor, prior) {
     fill(box, all.length
       ? table(['When', 'Operation', 'From', 'To', 'Batch'], all.map((x) => h('tr', {},
         h('td', {}, when(x.at)), h('td', {}, x.operation), h('td', {}, x.from_status || '—'), h('td', {}, x.to_status),
-        h('td', {}, x.batch_id ? h('a', { class: 'mono', href: `#/batches/${x.batch_id}` }, x.batch_id.slice(0, 8)) : '—'))),
+        h('td', {}, x.batch_id ? h('a', { class: 'mono', href: `#/batches/${x.batch_id}`, title: x.batch_id }, shortId(x.batch_id)) : '—'))),
       { 'aria-label': 'Status history, oldest first' })
       : h('p', { class: 'muted' }, 'No history.'), more);
   } catch (e) {

@@ -36,6 +36,11 @@ export function when(iso) {
   return h('time', { datetime: iso, title: iso }, d.toLocaleString());
 }
 
+/** A short form of a batch id: its random tail (a UUID v7 starts with the time). */
+export function shortId(id) {
+  return `…${id.slice(-12)}`;
+}
+
 /** A status badge. */
 export function badge(status) {
   const s = status || 'UNKNOWN';
@@ -81,7 +86,7 @@ export function toast(message, bad = false) {
   const box = document.getElementById('toast');
   const m = h('div', { class: bad ? 'msg bad' : 'msg' }, message);
   box.append(m);
-  setTimeout(() => m.remove(), bad ? 8000 : 4000);
+  setTimeout(() => m.remove(), bad ? 8000 : 3000);
 }
 
 /** A table with a header row; rows are arrays of cells. */
