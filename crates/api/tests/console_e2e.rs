@@ -630,14 +630,77 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) -> String {
         .unwrap();
     assert_eq!(magic, json!("PK"), "an XLSX file");
 
+    // Retry failed: a new batch of the two failed items, linked to this one.
+    let second = c.execute("return location.hash;", vec![]).await.unwrap();
+    let second = second
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/batches/")
+        .to_owned();
+    c.find(Locator::Id("retry-failed"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the retry batch page",
+        20,
+        "return location.hash;",
+        |v| {
+            v.as_str()
+                .is_some_and(|h| h.starts_with("#/batches/") && !h.ends_with(&second))
+        },
+    )
+    .await;
+    wait_text(c, "#batch-summary", 10, |t| t.contains(&second)).await;
+    wait_text(c, "#batch-status", 60, |t| t == "PARTIALLY COMPLETED").await;
+    wait_text(c, "[data-count=total] dd", 10, |t| t == "2").await;
+    wait_text(c, "[data-count=failed] dd", 10, |t| t == "2").await;
+
+    // A file the server refuses as a whole (an unknown column) is explained
+    // on the page, and nothing can be submitted.
+    let bad_file = tmp.join("bad-header.csv");
+    std::fs::write(&bad_file, "iccid,colour\n89880000000000000001,red\n").unwrap();
+    c.goto(&format!("{}/#/new", app.base)).await.unwrap();
+    until(
+        c,
+        "operations",
+        10,
+        "return document.querySelector('#operation')?.value;",
+        |v| v == "register_sim",
+    )
+    .await;
+    c.find(Locator::Id("csv-file"))
+        .await
+        .unwrap()
+        .send_keys(bad_file.to_str().unwrap())
+        .await
+        .unwrap();
+    let err = wait_text(c, "#report-error", 20, |t| !t.is_empty()).await;
+    assert!(
+        err.contains("colour") && err.contains("unknown_column"),
+        "{err}"
+    );
+    let buttons = c
+        .execute(
+            "return document.querySelectorAll('#report button').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(buttons, json!(0), "nothing to submit");
+    shot(c, "06-refused-file").await;
+
     // The Batches page: live progress bars and counts per state.
     c.goto(&format!("{}/#/batches", app.base)).await.unwrap();
     until(
         c,
-        "two batches listed",
+        "three batches listed",
         10,
         "return document.querySelectorAll('#batch-list tbody tr').length;",
-        |v| v == 2,
+        |v| v == 3,
     )
     .await;
     wait_text(c, "#state-counts [data-state=COMPLETED] b", 10, |t| {
@@ -648,11 +711,44 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) -> String {
         c,
         "#state-counts [data-state=PARTIALLY_COMPLETED] b",
         10,
-        |t| t == "1",
+        |t| t == "2",
     )
     .await;
     shot(c, "06-batches").await;
     readme_image(c, "batches").await;
+    // Filters: by status, then by operation (kept in the URL's hash).
+    c.find(Locator::Id("f-status"))
+        .await
+        .unwrap()
+        .select_by_value("PARTIALLY_COMPLETED")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#batch-filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows_by =
+        "return [...document.querySelectorAll('#batch-list tbody tr')].map(r => r.dataset.status);";
+    until(c, "the status filter", 10, rows_by, |v| {
+        v == &json!(["PARTIALLY_COMPLETED", "PARTIALLY_COMPLETED"])
+    })
+    .await;
+    c.goto(&format!("{}/#/batches?operation=register_sim", app.base))
+        .await
+        .unwrap();
+    until(c, "the operation filter", 10, rows_by, |v| {
+        v == &json!(["COMPLETED"])
+    })
+    .await;
+    wait_text(
+        c,
+        "#state-counts [data-state=PARTIALLY_COMPLETED] b",
+        10,
+        |t| t == "0",
+    )
+    .await;
 
     // SIM lookup by MSISDN: state, plan, custom fields, history; no secrets.
     c.goto(&format!("{}/#/sims", app.base)).await.unwrap();

@@ -71,20 +71,23 @@ export function render(main, { query: qp }, go) {
   async function loadPage() {
     const cursor = cursors[cursors.length - 1];
     const page = await api(`/v1/batches${query({ ...base, status: f.status, limit: PAGE, cursor })}`);
+    const cell = (label, attrs, ...content) => h('td', { 'data-label': label, ...attrs }, ...content);
     const rows = page.data.map((b) => h('tr', { 'data-batch': b.id, 'data-status': b.status },
-      h('td', {}, h('a', { href: `#/batches/${b.id}`, class: 'mono', title: b.id, 'aria-label': `Batch ${b.id}` }, shortId(b.id)), h('div', { class: 'muted' }, when(b.created_at))),
-      h('td', {}, b.operation || 'mixed'),
-      h('td', {}, badge(b.status)),
-      h('td', {}, progress(b.counts)),
-      h('td', { class: 'num' }, b.counts.completed.toLocaleString()),
-      h('td', { class: 'num' }, b.counts.failed.toLocaleString()),
-      h('td', { class: 'num hide-narrow' }, b.counts.rejected.toLocaleString()),
-      h('td', { class: 'num hide-narrow' }, b.counts.canceled.toLocaleString())));
+      cell('Batch', {}, h('span', {},
+        h('a', { href: `#/batches/${b.id}`, class: 'mono', title: b.id, 'aria-label': `Batch ${b.id}` }, shortId(b.id)),
+        h('div', { class: 'muted' }, when(b.created_at)))),
+      cell('Operation', {}, b.operation || 'mixed'),
+      cell('Status', {}, badge(b.status)),
+      cell('Progress', {}, progress(b.counts)),
+      cell('Completed', { class: 'num' }, b.counts.completed.toLocaleString()),
+      cell('Failed', { class: 'num' }, b.counts.failed.toLocaleString()),
+      cell('Rejected', { class: 'num' }, b.counts.rejected.toLocaleString()),
+      cell('Canceled', { class: 'num' }, b.counts.canceled.toLocaleString())));
     fill(list, page.data.length
       ? table(['Batch', 'Operation', 'Status', 'Progress',
         h('th', { class: 'num', scope: 'col' }, 'Completed'), h('th', { class: 'num', scope: 'col' }, 'Failed'),
-        h('th', { class: 'num hide-narrow', scope: 'col' }, 'Rejected'), h('th', { class: 'num hide-narrow', scope: 'col' }, 'Canceled')], rows,
-      { 'aria-label': 'Batches, newest first' })
+        h('th', { class: 'num', scope: 'col' }, 'Rejected'), h('th', { class: 'num', scope: 'col' }, 'Canceled')], rows,
+      { 'aria-label': 'Batches, newest first', class: 'cards' })
       : h('p', { class: 'card muted' }, 'No batches match.'));
     prev.disabled = cursors.length < 2;
     next.disabled = !page.next_cursor;
