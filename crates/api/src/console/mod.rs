@@ -19,7 +19,7 @@ use crate::error::ApiError;
 
 /// The policy sent with every console file.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
+img-src 'self'; connect-src 'self'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
 /// One embedded file.
