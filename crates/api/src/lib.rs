@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod console;
+pub mod dialects;
 pub mod error;
 pub mod idempotency;
 pub mod native;
@@ -91,6 +92,12 @@ pub fn router(state: AppState) -> Router {
             panic_response,
         ))
         .layer(middleware::from_fn(problem_everywhere))
+        // Dialects render their own vendor error bodies: outside the problem+json layer.
+        .merge(
+            dialects::router().layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            )),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -202,6 +202,34 @@ impl Client {
         resp.json().await.map_err(|e| e.to_string())
     }
 
+    /// Download a batch's export, counting lines (rows + header for text
+    /// formats) and bytes as they stream; returns (lines, bytes, seconds).
+    async fn export(&self, id: &str, format: &str) -> Result<(usize, usize, f64), String> {
+        use futures::StreamExt;
+        let t = Instant::now();
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/batches/{id}/export?format={format}",
+                self.base
+            ))
+            .header("authorization", format!("Bearer {}", self.token))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("export {format}: {}", resp.status()));
+        }
+        let (mut lines, mut bytes) = (0, 0);
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        }
+        Ok((lines, bytes, t.elapsed().as_secs_f64()))
+    }
+
     /// Poll until terminal, recording each GET's latency.
     async fn wait(&self, id: &str, latencies: &mut Vec<Duration>) -> Result<Value, String> {
         loop {
@@ -320,6 +348,21 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
     }
     lat.sort();
     let rate = n as f64 / secs;
+    let mut exports = Map::new();
+    for format in ["csv", "xlsx"] {
+        let (lines, bytes, secs) = client.export(&act, format).await?;
+        if format == "csv" && lines != n + 1 {
+            return Err(format!(
+                "the CSV export has {lines} lines, expected {}",
+                n + 1
+            ));
+        }
+        eprintln!("bench: exported {n} items as {format} in {secs:.2}s");
+        exports.insert(
+            format.into(),
+            json!({"seconds": secs, "rows_per_s": n as f64 / secs, "bytes": bytes}),
+        );
+    }
     let stats = background.stats();
     background.shutdown().await;
     server.abort();
@@ -338,6 +381,7 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         "activate": {"seconds": secs, "items_per_s": rate, "upload_seconds": submitted.as_secs_f64()},
         "floor": floor.map(|f| json!({"items_per_s": f})),
         "ratio": ratio,
+        "export": exports,
         "get_batch_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
                          "max": percentile(&lat, 1.0)},
         "worker_fenced_out": stats.map(|s| s.fenced_out.load(std::sync::atomic::Ordering::Relaxed)),

@@ -5,7 +5,9 @@
 //! - [`worker`]: claim, execute, complete, under leases.
 //! - [`sweeper`]: retention and expired-key sweeping.
 //! - [`webhooks`]: the outbox dispatcher (Standard Webhooks signing).
+//! - [`push`]: dialect push formats the dispatcher renders (Smarthub notifications).
 
+pub mod push;
 pub mod service;
 pub mod sweeper;
 pub mod webhooks;

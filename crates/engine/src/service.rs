@@ -344,6 +344,15 @@ impl Service {
         Ok(paginate(rows, limit, |i| i.seq.to_string()))
     }
 
+    /// One order (item) by its global id, the order id dialects show.
+    pub async fn get_order(&self, tenant: &Tenant, id: i64) -> Result<ItemRecord, ServiceError> {
+        self.store
+            .get_item(&tenant.id, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ServiceError::NotFound("order".into()))
+    }
+
     /// Cancel a batch; `Conflict` if it is already terminal.
     pub async fn cancel(&self, tenant: &Tenant, id: &str) -> Result<BatchRecord, ServiceError> {
         if !valid_id(id) {
@@ -458,6 +467,50 @@ impl Service {
             .create_webhook(&tenant.id, &url)
             .await
             .map_err(state_conflict)
+    }
+
+    /// Set the tenant's push endpoint of a dialect `format` (e.g. `smarthub`):
+    /// it replaces the previous one, and its signing secret is returned once.
+    pub async fn set_push_endpoint(
+        &self,
+        tenant: &Tenant,
+        format: &str,
+        url: &str,
+    ) -> Result<Webhook, ServiceError> {
+        if !crate::push::is_known(format) {
+            return Err(ServiceError::invalid(format!(
+                "unknown push format '{format}'"
+            )));
+        }
+        let url = validate_webhook_url(url)?;
+        let hook = self
+            .store
+            .create_webhook_with_format(&tenant.id, &url, format)
+            .await
+            .map_err(state_conflict)?;
+        for old in self.list_webhooks(tenant).await? {
+            if old.format == format && old.id != hook.id {
+                self.store
+                    .delete_webhook(&tenant.id, &old.id)
+                    .await
+                    .map_err(internal)?;
+            }
+        }
+        Ok(hook)
+    }
+
+    /// The tenant's push endpoint of a dialect `format`, if one is set.
+    pub async fn push_endpoint(
+        &self,
+        tenant: &Tenant,
+        format: &str,
+    ) -> Result<Option<Webhook>, ServiceError> {
+        Ok(self
+            .list_webhooks(tenant)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|w| w.format == format))
     }
 
     /// The tenant's webhook endpoints.

@@ -56,7 +56,25 @@ pub fn backoff(attempt: i64) -> Duration {
 
 /// Deliver one event to one endpoint and decide what follows.
 pub async fn deliver(client: &reqwest::Client, hook: &Webhook, event: &Event) -> DeliveryAttempt {
-    let body = payload(event);
+    let body = if hook.format == simbatch_store::WEBHOOK_STANDARD {
+        payload(event)
+    } else {
+        match crate::push::render(&hook.format, event) {
+            Some(body) => body,
+            // Not an event this push format carries: move on without sending.
+            None => {
+                return DeliveryAttempt {
+                    webhook_id: hook.id.clone(),
+                    event: event.clone(),
+                    status_code: None,
+                    error: None,
+                    duration_ms: 0,
+                    next: DeliveryNext::Advance,
+                    skipped: true,
+                }
+            }
+        }
+    };
     let ts = now_ms() / 1000;
     let started = Instant::now();
     let secret = hook.secret.as_deref().unwrap_or_default();
@@ -93,6 +111,7 @@ pub async fn deliver(client: &reqwest::Client, hook: &Webhook, event: &Event) ->
         error,
         duration_ms: started.elapsed().as_millis() as i64,
         next,
+        skipped: false,
     }
 }
 

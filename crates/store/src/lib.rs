@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
         batch_id: &str,
         filter: &ItemFilter,
     ) -> Result<Vec<ItemRecord>>;
+    /// One item by its global id (the order id), if it belongs to the tenant.
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>>;
     /// Cancel: unclaimed items become CANCELED, the batch CANCELLED. None if unknown.
     /// `State` if the batch is already terminal.
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>>;
@@ -178,6 +180,14 @@ pub trait Store: Send + Sync + 'static {
     /// Register an endpoint; its secret is returned once. Deliveries start with
     /// events created after this call.
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook>;
+    /// Register an endpoint receiving a given format ([`WEBHOOK_STANDARD`],
+    /// or a dialect's push format); otherwise as [`Store::create_webhook`].
+    async fn create_webhook_with_format(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook>;
     /// The tenant's endpoints.
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>>;
     /// One endpoint.

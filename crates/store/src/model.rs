@@ -159,6 +159,8 @@ pub struct NewItem {
 /// An item as shown to clients (never secrets).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemRecord {
+    /// Global item id, in submission order: the order id dialects show.
+    pub id: i64,
     /// Owning batch.
     pub batch_id: String,
     /// 0-based position in the batch.
@@ -366,7 +368,13 @@ pub struct Webhook {
     /// Consecutive failed attempts of the event at the head.
     #[serde(skip)]
     pub attempts: i64,
+    /// What it receives: [`WEBHOOK_STANDARD`] or a dialect push format (e.g. `smarthub`).
+    #[serde(skip)]
+    pub format: String,
 }
+
+/// The format of ordinary webhooks: every event, Standard Webhooks payload.
+pub const WEBHOOK_STANDARD: &str = "standard";
 
 /// The result of one delivery attempt, for the log and the cursor.
 #[derive(Debug, Clone)]
@@ -383,6 +391,9 @@ pub struct DeliveryAttempt {
     pub duration_ms: i64,
     /// What to do next.
     pub next: DeliveryNext,
+    /// The event is not one this endpoint's format carries: nothing was
+    /// sent, the cursor just moves on and no attempt is logged.
+    pub skipped: bool,
 }
 
 /// What follows an attempt.

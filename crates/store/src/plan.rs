@@ -160,9 +160,11 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
             });
         delta.processing_done += 1;
         // Both `order.*` payloads carry every key; the ones that do not apply are null.
-        let base = json!({"batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
+        // `reference` is the client's correlation id (ECC's requestid); `msisdn` the SIM's, if known.
+        let mut base = json!({"batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
                           "operation": it.operation.as_str(), "error_code": null, "error_reason": null,
-                          "result": null});
+                          "result": null, "reference": it.fields.get("reference").cloned().unwrap_or(Value::Null),
+                          "msisdn": it.sim.as_ref().and_then(|s| s.msisdn.clone())});
         match &c.result {
             Ok(outcome) => {
                 delta.completed += 1;
@@ -209,6 +211,27 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                 );
                 plan.items.push(json!({"id": it.id, "status": ItemStatus::Completed.as_str(),
                     "error_code": null, "error_reason": null, "result": outcome.result.to_string(), "now": now}));
+                base["msisdn"] = json!(outcome.sim.msisdn);
+                let before_imei = it.sim.as_ref().and_then(|s| s.imei.clone());
+                if before_imei != outcome.sim.imei {
+                    plan.events.push(EventWrite::new(
+                        &it.tenant_id,
+                        "sim.imei_changed",
+                        json!({"iccid": it.iccid, "from": before_imei, "to": outcome.sim.imei,
+                               "operation": it.operation.as_str(), "batch_id": it.batch_id, "order_id": it.id}),
+                    ));
+                }
+                let before_state = it.sim.as_ref().and_then(|s| s.subscription_state);
+                if before_state != outcome.sim.subscription_state {
+                    plan.events.push(EventWrite::new(
+                        &it.tenant_id,
+                        "subscription.state_changed",
+                        json!({"iccid": it.iccid, "msisdn": outcome.sim.msisdn, "imsi": outcome.sim.imsi,
+                               "from": before_state.map(|s| s.as_str()),
+                               "to": outcome.sim.subscription_state.map(|s| s.as_str()),
+                               "operation": it.operation.as_str(), "batch_id": it.batch_id, "order_id": it.id}),
+                    ));
+                }
                 let mut data = base.clone();
                 data["status"] = json!("COMPLETED");
                 data["result"] = outcome.result.clone();

@@ -104,6 +104,8 @@ conformance!(
     bench_floor_activate,
     profiles_and_confirmation_codes,
     concurrent_claims_are_disjoint,
+    get_item_by_order_id,
+    webhook_formats_and_skipped_events,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1194,6 +1196,8 @@ async fn tenant_isolation(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
     assert!(all_items(&store, &b, &batch_a.id).await.is_empty());
+    let item_a = all_items(&store, &a, &batch_a.id).await.remove(0);
+    assert!(store.get_item(&b, item_a.id).await.unwrap().is_none());
     assert!(store.get_sim(&b, &iccid(1)).await.unwrap().is_none());
     assert!(store
         .list_sims(
@@ -1414,6 +1418,7 @@ async fn webhooks(store: Arc<dyn Store>) {
         error: code.is_none().then(|| "connection refused".to_owned()),
         duration_ms: 12,
         next,
+        skipped: false,
     };
     store
         .record_delivery(&attempt(e1, DeliveryNext::RetryAt(now + 60_000), None))
@@ -1901,5 +1906,100 @@ async fn concurrent_claims_are_disjoint(store: Arc<dyn Store>) {
             .filter(|k| *k == "batch.completed")
             .count(),
         1
+    );
+}
+
+/// `get_item` finds an item by its global id (the order id dialects show),
+/// equal to what `list_items` returns, and nothing for unknown ids.
+async fn get_item_by_order_id(store: Arc<dyn Store>) {
+    let t = tenant(&store, "orders").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let listed = all_items(&store, &t, &b.id).await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].id < listed[1].id, "ids follow submission order");
+    for it in &listed {
+        let got = store.get_item(&t, it.id).await.unwrap().unwrap();
+        assert_eq!(&got, it);
+    }
+    run_all(&store).await;
+    let done = store.get_item(&t, listed[1].id).await.unwrap().unwrap();
+    assert_eq!(done.status, ItemStatus::Completed);
+    assert!(store.get_item(&t, i64::MAX).await.unwrap().is_none());
+    assert!(store.get_item(&t, -1).await.unwrap().is_none());
+}
+
+/// A webhook keeps its format; a skipped event moves the cursor without
+/// being logged as a delivery attempt.
+async fn webhook_formats_and_skipped_events(store: Arc<dyn Store>) {
+    let t = tenant(&store, "formats").await;
+    let plain = store
+        .create_webhook(&t, "https://a.example/std")
+        .await
+        .unwrap();
+    assert_eq!(plain.format, WEBHOOK_STANDARD);
+    let hook = store
+        .create_webhook_with_format(&t, "https://a.example/push", "smarthub")
+        .await
+        .unwrap();
+    assert_eq!(hook.format, "smarthub");
+    let listed = store.list_webhooks(&t).await.unwrap();
+    let formats: Vec<&str> = listed.iter().map(|w| w.format.as_str()).collect();
+    assert_eq!(formats, [WEBHOOK_STANDARD, "smarthub"]);
+    assert_eq!(
+        store
+            .get_webhook(&t, &hook.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .format,
+        "smarthub"
+    );
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1)],
+    )
+    .await;
+    run_all(&store).await;
+    let now = now_ms();
+    let due = store.due_deliveries(now + 1, 10).await.unwrap();
+    let (h, first) = due
+        .iter()
+        .find(|(h, _)| h.id == hook.id)
+        .cloned()
+        .expect("the push endpoint has an event due");
+    assert_eq!(h.format, "smarthub");
+    assert!(h.secret.is_some());
+    store
+        .record_delivery(&DeliveryAttempt {
+            webhook_id: hook.id.clone(),
+            event: first.clone(),
+            status_code: None,
+            error: None,
+            duration_ms: 0,
+            next: DeliveryNext::Advance,
+            skipped: true,
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .delivery_log(&t, &hook.id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = store.due_deliveries(now + 1, 10).await.unwrap();
+    let (_, next) = due.iter().find(|(h, _)| h.id == hook.id).cloned().unwrap();
+    assert!(
+        next.seq > first.seq,
+        "the cursor moved past the skipped event"
     );
 }

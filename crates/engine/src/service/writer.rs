@@ -118,6 +118,20 @@ impl BatchWriter {
         self.account(item).await
     }
 
+    /// Record an item a dialect refused before core could parse it (an
+    /// unsupported request, an unknown subscription): it is kept as REJECTED
+    /// at its index with the rejection given, and with its short, non-secret
+    /// fields (so the client's correlation id, `reference`, stays visible).
+    pub async fn push_refused(
+        &mut self,
+        fields: Map<String, Value>,
+        rejection: Rejection,
+    ) -> Result<(), ServiceError> {
+        let seq = self.check_capacity()?;
+        let item = rejected(seq as i64, self.opts.operation, &fields, rejection);
+        self.account(item).await
+    }
+
     fn check_capacity(&mut self) -> Result<usize, ServiceError> {
         if self.done {
             return Err(ServiceError::invalid("the submission is already finished"));

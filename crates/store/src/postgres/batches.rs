@@ -280,6 +280,22 @@ impl PgStore {
         rows.iter().map(rows::item).collect()
     }
 
+    /// See [`crate::Store::get_item`].
+    pub(super) async fn get_item_impl(
+        &self,
+        tenant_id: &str,
+        item_id: i64,
+    ) -> Result<Option<ItemRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ITEM_COLS} FROM batch_items WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(item_id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::item).transpose()
+    }
+
     /// See [`crate::Store::cancel_batch`].
     pub(super) async fn cancel_batch_impl(
         &self,

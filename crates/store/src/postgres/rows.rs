@@ -18,7 +18,7 @@ pub(crate) const BATCH_COLS: &str = "id, tenant_id, operation, mode, status, sou
 
 /// Columns of `batch_items` that [`item`] reads.
 pub(crate) const ITEM_COLS: &str =
-    "batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
+    "id, batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
 
 /// Columns of `sims` that [`sim_record`] reads (never secrets).
 pub(crate) const SIM_COLS: &str = "tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked, \
@@ -89,6 +89,7 @@ pub(crate) fn item(r: &PgRow) -> Result<ItemRecord> {
     let status: &str = r.try_get("status")?;
     let result: Option<String> = r.try_get("result")?;
     Ok(ItemRecord {
+        id: r.try_get("id")?,
         batch_id: r.try_get("batch_id")?,
         seq: r.try_get("seq")?,
         iccid: r.try_get("iccid")?,
@@ -160,7 +161,7 @@ pub(crate) fn event(r: &PgRow) -> Result<Event> {
 
 /// Columns of `webhooks` that [`webhook`] reads.
 pub(crate) const WEBHOOK_COLS: &str =
-    "id, tenant_id, url, secret_enc, enabled, disabled_reason, cursor, attempts, created_at";
+    "id, tenant_id, url, secret_enc, enabled, disabled_reason, cursor, attempts, created_at, format";
 
 /// A `webhooks` row; the secret is left out (the caller fills it when allowed).
 pub(crate) fn webhook(r: &PgRow) -> Result<Webhook> {
@@ -174,5 +175,6 @@ pub(crate) fn webhook(r: &PgRow) -> Result<Webhook> {
         secret: None,
         cursor: r.try_get("cursor")?,
         attempts: r.try_get("attempts")?,
+        format: r.try_get("format")?,
     })
 }

@@ -17,11 +17,16 @@ impl PgStore {
     }
 
     /// See [`crate::Store::create_webhook`].
-    pub(super) async fn create_webhook_impl(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
+    pub(super) async fn create_webhook_impl(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook> {
         let secret = new_webhook_secret();
         let row = sqlx::query(&format!(
-            "INSERT INTO webhooks (id, tenant_id, url, secret_enc, enabled, cursor, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, TRUE, (SELECT COALESCE(max(id), 0) FROM outbox), 0, 0, $5)
+            "INSERT INTO webhooks (id, tenant_id, url, secret_enc, enabled, cursor, attempts, next_attempt_at, created_at, format)
+             VALUES ($1, $2, $3, $4, TRUE, (SELECT COALESCE(max(id), 0) FROM outbox), 0, 0, $5, $6)
              RETURNING {WEBHOOK_COLS}"
         ))
         .bind(uuid::Uuid::new_v4().to_string())
@@ -29,6 +34,7 @@ impl PgStore {
         .bind(url)
         .bind(self.cipher.seal("webhook", secret.as_bytes()))
         .bind(now_ms())
+        .bind(format)
         .fetch_one(&self.pool)
         .await?;
         let mut hook = rows::webhook(&row)?;
@@ -90,7 +96,7 @@ impl PgStore {
     ) -> Result<Vec<(Webhook, Event)>> {
         let rows = sqlx::query(
             "SELECT w.id AS w_id, w.tenant_id, w.url, w.secret_enc, w.enabled, w.disabled_reason, w.cursor,
-                    w.attempts, w.created_at AS w_created_at,
+                    w.attempts, w.created_at AS w_created_at, w.format,
                     e.id, e.event_id, e.type, e.created_at, e.data
              FROM webhooks w
              JOIN LATERAL (SELECT o.id, o.event_id, o.type, o.created_at, o.data FROM outbox o
@@ -115,6 +121,7 @@ impl PgStore {
                     secret: Some(self.open_webhook_secret(&sealed)?),
                     cursor: r.try_get("cursor")?,
                     attempts: r.try_get("attempts")?,
+                    format: r.try_get("format")?,
                 };
                 Ok((hook, rows::event(r)?))
             })
@@ -134,7 +141,8 @@ impl PgStore {
             return Ok(());
         };
         let now = now_ms();
-        sqlx::query(
+        if !a.skipped {
+            sqlx::query(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, status_code, error,
                                              duration_ms, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -149,6 +157,7 @@ impl PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        }
         let q = match &a.next {
             DeliveryNext::Advance => sqlx::query(
                 "UPDATE webhooks SET cursor = $2, attempts = 0, next_attempt_at = 0 WHERE id = $1",

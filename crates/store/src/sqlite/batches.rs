@@ -224,6 +224,25 @@ impl SqliteStore {
             .collect()
     }
 
+    pub(super) async fn get_item_impl(
+        &self,
+        tenant_id: &str,
+        item_id: i64,
+    ) -> Result<Option<ItemRecord>> {
+        let sql = format!(
+            "SELECT {} FROM batch_items WHERE id = ? AND tenant_id = ?",
+            rows::ITEM_COLS
+        );
+        sqlx::query(&sql)
+            .bind(item_id)
+            .bind(tenant_id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(rows::item)
+            .transpose()
+    }
+
     pub(super) async fn cancel_batch_impl(
         &self,
         tenant_id: &str,

@@ -179,7 +179,12 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn create_webhook_impl(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
+    pub(super) async fn create_webhook_impl(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook> {
         let now = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let secret = new_webhook_secret();
@@ -188,7 +193,7 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO webhooks (id, tenant_id, url, secret_enc, cursor, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO webhooks (id, tenant_id, url, secret_enc, cursor, created_at, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(&id)
         .bind(tenant_id)
@@ -196,6 +201,7 @@ impl SqliteStore {
         .bind(self.cipher.seal("webhook", secret.as_bytes()))
         .bind(cursor)
         .bind(now)
+        .bind(format)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -209,6 +215,7 @@ impl SqliteStore {
             secret: Some(secret),
             cursor,
             attempts: 0,
+            format: format.to_owned(),
         })
     }
 
@@ -232,6 +239,7 @@ impl SqliteStore {
             secret,
             cursor: r.try_get("cursor")?,
             attempts: r.try_get("attempts")?,
+            format: r.try_get("format")?,
         })
     }
 
@@ -286,7 +294,8 @@ impl SqliteStore {
     pub(super) async fn record_delivery_impl(&self, a: &DeliveryAttempt) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
+        if !a.skipped {
+            sqlx::query(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, status_code, error, duration_ms, at)
              SELECT ?1, ?2, ?3, attempts + 1, ?4, ?5, ?6, ?7 FROM webhooks WHERE id = ?1",
         )
@@ -299,6 +308,7 @@ impl SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        }
         let q = match &a.next {
             DeliveryNext::Advance => sqlx::query(
                 "UPDATE webhooks SET cursor = ?1, attempts = 0, next_attempt_at = 0 WHERE id = ?2",

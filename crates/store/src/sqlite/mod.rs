@@ -173,6 +173,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ItemRecord>> {
         self.list_items_impl(tenant_id, batch_id, filter).await
     }
+    async fn get_item(&self, tenant_id: &str, item_id: i64) -> Result<Option<ItemRecord>> {
+        self.get_item_impl(tenant_id, item_id).await
+    }
     async fn cancel_batch(&self, tenant_id: &str, batch_id: &str) -> Result<Option<BatchRecord>> {
         self.cancel_batch_impl(tenant_id, batch_id).await
     }
@@ -269,7 +272,16 @@ impl Store for SqliteStore {
     }
 
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook> {
-        self.create_webhook_impl(tenant_id, url).await
+        self.create_webhook_impl(tenant_id, url, WEBHOOK_STANDARD)
+            .await
+    }
+    async fn create_webhook_with_format(
+        &self,
+        tenant_id: &str,
+        url: &str,
+        format: &str,
+    ) -> Result<Webhook> {
+        self.create_webhook_impl(tenant_id, url, format).await
     }
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<Webhook>> {
         self.list_webhooks_impl(tenant_id, None).await

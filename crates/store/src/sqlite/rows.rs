@@ -16,7 +16,7 @@ pub const BATCH_COLS: &str =
 
 /// Columns read by [`item`].
 pub const ITEM_COLS: &str =
-    "batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
+    "id, batch_id, seq, iccid, operation, status, params, error_field, error_code, error_reason, result, updated_at";
 
 /// Columns read by [`sim`].
 pub const SIM_COLS: &str = "iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked, rate_plan, \
@@ -72,6 +72,7 @@ pub fn item(r: &SqliteRow) -> Result<ItemRecord> {
     let params: String = r.try_get("params")?;
     let result: Option<String> = r.try_get("result")?;
     Ok(ItemRecord {
+        id: r.try_get("id")?,
         batch_id: r.try_get("batch_id")?,
         seq: r.try_get("seq")?,
         iccid: r.try_get("iccid")?,
