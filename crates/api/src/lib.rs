@@ -9,11 +9,13 @@
 //! - [`es2plus`]: SGP.22 ES2+ for operators, under `/gsma/rsp2/es2plus/`.
 //! - [`docs`]: the interactive reference at `/docs` (vendored Swagger UI).
 //! - [`ops`]: `/metrics`, per-tenant rate limits, the request span.
+//! - [`console`]: the web console, served at `/` (embedded static files).
 //!
 //! The vendor dialects will live under `dialects/`, each a thin translator
 //! onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
+pub mod console;
 pub mod dialects;
 pub mod docs;
 pub mod error;
@@ -91,6 +93,7 @@ pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
     Router::new()
         .merge(v1)
         .merge(es2plus::routes())
+        .merge(console::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
