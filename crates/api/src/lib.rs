@@ -6,9 +6,8 @@
 //! - [`auth`]: tenant API keys (`X-API-Key` or `Authorization: Bearer`).
 //! - [`idempotency`]: `Idempotency-Key` with Stripe's semantics.
 //! - [`openapi`]: the OpenAPI 3.1 document, served at `/openapi.json`.
-//!
-//! The vendor dialects will live under `dialects/`, each a thin translator
-//! onto the same [`simbatch_engine::service::Service`].
+//! - [`dialects`]: the vendor dialects under their own prefixes, each a thin
+//!   translator onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
 pub mod dialects;
