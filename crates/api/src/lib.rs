@@ -10,9 +10,8 @@
 //! - [`docs`]: the interactive reference at `/docs` (vendored Swagger UI).
 //! - [`ops`]: `/metrics`, per-tenant rate limits, the request span.
 //! - [`console`]: the web console, served at `/` (embedded static files).
-//!
-//! The vendor dialects will live under `dialects/`, each a thin translator
-//! onto the same [`simbatch_engine::service::Service`].
+//! - [`dialects`]: the vendor dialects under their own prefixes, each a thin
+//!   translator onto the same [`simbatch_engine::service::Service`].
 
 pub mod auth;
 pub mod console;
