@@ -731,6 +731,8 @@ mod tests {
             let mut m = extra.as_object().cloned().unwrap_or_default();
             m.insert("iccid".into(), "89880000000000000001".into());
             m.insert("template".into(), "tpl".into());
+            m.insert("imsi".into(), "001010000000001".into());
+            m.insert("ki".into(), "000102030405060708090a0b0c0d0e0f".into());
             let order = parse_item(
                 Operation::GenerateActivationCode,
                 &m,

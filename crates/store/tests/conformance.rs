@@ -2082,14 +2082,26 @@ mod lifecycle {
         }
     }
 
-    /// Generate profiles (all rows, one batch) and run them.
+    /// Generate profiles (all rows, one batch) and run them; rows get the
+    /// IMSI and Ki personalisation needs unless they carry their own.
     pub async fn generate(store: &Arc<dyn Store>, t: &str, rows: &[Value]) {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let m = r.as_object_mut().expect("rows are objects");
+                m.entry("imsi").or_insert_with(|| json!("001010000000009"));
+                m.entry("ki")
+                    .or_insert_with(|| json!("000102030405060708090a0b0c0d0e0f"));
+                r
+            })
+            .collect();
         submit(
             store,
             t,
             Operation::GenerateActivationCode,
             BatchMode::Parallel,
-            rows,
+            &rows,
         )
         .await;
         assert_eq!(run_all(store).await, rows.len());
