@@ -3,6 +3,7 @@
 //! and field where there is one), never 5xx, and a batch accepted before the
 //! bad requests is still intact and completes afterwards.
 
+#[macro_use]
 mod common;
 
 use common::{iccid, read, Backend, TestApp, MAX_ITEMS};
@@ -11,29 +12,6 @@ use serde_json::{json, Map, Value};
 use simbatch_core::operation::FieldKind;
 use simbatch_core::{Operation, ValidationProfile};
 use simbatch_engine::service::ServiceConfig;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     malformed_json_and_wrong_types,

@@ -2,35 +2,13 @@
 //! without authentication, with the right content types and a strict
 //! Content-Security-Policy, and every module the page loads is there.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::{read, Backend, TestApp};
 use reqwest::Method;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     index_and_assets_load_without_auth,

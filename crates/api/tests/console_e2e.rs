@@ -7,6 +7,7 @@
 //! fails, never skips. Screenshots go to `target/e2e-artifacts/`; with
 //! `UPDATE_SCREENSHOTS=1` the README's images in `docs/img/` are refreshed.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! and authentication refusal, events with long polling, and 20 concurrent
 //! clients.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -11,29 +12,6 @@ use base64::Engine as _;
 use common::{Backend, TestApp};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     seed_batch_submit_answer,

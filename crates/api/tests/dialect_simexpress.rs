@@ -3,35 +3,13 @@
 //! duplicate reason), every refusal in the vendor's shape (never a 5xx), and
 //! 20 concurrent clients.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     golden_example_succeeds_then_is_a_duplicate,

@@ -2,6 +2,7 @@
 //! the vendor's examples sent verbatim, every refusal in the vendor's
 //! envelope (never a 5xx), the presigned result file, and 20 concurrent clients.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -11,29 +12,6 @@ use common::{iccid, Backend, TestApp};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     golden_generate_reaches_complete_with_codes,

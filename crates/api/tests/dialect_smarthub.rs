@@ -3,6 +3,7 @@
 //! single-SIM endpoints, every documented error and authentication
 //! refusal, and 20 concurrent clients.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -10,29 +11,6 @@ use std::time::{Duration, Instant};
 use common::{iccid, Backend, TestApp};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     seed_batch_job_request,

@@ -2,34 +2,12 @@
 //! lifecycle driven by ES2+ (`/gsma/rsp2/es2plus/`), `GET /v1/profiles/{iccid}`,
 //! its QR code, and `expireTime` enforced by the sweeper.
 
+#[macro_use]
 mod common;
 
 use common::{iccid, read, Backend, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     es2plus_transport_rules,

@@ -2,6 +2,7 @@
 //! (CSV, NDJSON, XLSX) and their re-import, the SIM export, the operation
 //! catalogue and CSV templates, and every error a caller can hit.
 
+#[macro_use]
 mod common;
 
 use std::io::Cursor;
@@ -10,29 +11,6 @@ use calamine::{Data, Reader, Xlsx};
 use common::{iccid, read, Backend, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     failed_items_export_fix_and_reimport,

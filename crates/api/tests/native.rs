@@ -1,5 +1,6 @@
 //! The native API through real HTTP, on SQLite and PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -7,29 +8,6 @@ use std::time::{Duration, Instant};
 use common::{iccid, read, Backend, TestApp, MAX_ITEMS};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     submit_completes_with_counts,

@@ -2,6 +2,7 @@
 //! after real batches, `x-request-id`, per-tenant rate limits, and the
 //! vendored `/docs` reference.
 
+#[macro_use]
 mod common;
 
 use axum::http::StatusCode;
@@ -12,29 +13,6 @@ use simbatch_api::ops::{Ops, RateLimitConfig};
 use simbatch_engine::metrics::Metrics;
 use simbatch_engine::service::ServiceConfig;
 use simbatch_engine::webhooks::dispatch_once_with;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     metrics_count_items_batches_webhooks_and_routes,

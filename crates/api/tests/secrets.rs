@@ -13,6 +13,7 @@
 //! There is no export endpoint yet (CSV/XLSX export is a later issue); when
 //! one lands, its output belongs in this test too.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -21,29 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use common::{iccid, read, Backend, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(secrets_never_leak);
 

@@ -3,35 +3,13 @@
 //! a package byte-identical to the golden vectors, OP → OPc, optional values,
 //! refusals naming their field, tenant isolation and the download history.
 
+#[macro_use]
 mod common;
 
 use common::{iccid, read, ts48_template, Backend, TestApp, TS48};
 use reqwest::Method;
 use serde_json::{json, Value};
 use simbatch_saip::Package;
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     templates_are_checked_when_added,

@@ -15,6 +15,32 @@ use simbatch_store::crypto::Cipher;
 use simbatch_store::Store;
 use tokio::sync::Notify;
 
+/// Run each named `async fn(Backend)` of a test file as two tests, one on
+/// SQLite (`sqlite::name`) and one on PostgreSQL (`postgres::name`).
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 /// Most items per batch in tests (small, so "too many" is cheap to send).
 pub const MAX_ITEMS: usize = 5000;
 
