@@ -313,9 +313,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, String> {
-    let key_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let cfg = Serve {
+/// The server the benchmark starts: the first fresh database, a throw-away
+/// master key, no rate limit.
+fn bench_serve(args: &BenchArgs, fresh: &Fresh, key_dir: &tempfile::TempDir) -> Serve {
+    Serve {
         listen: ([127, 0, 0, 1], 0).into(),
         db: Db {
             url: fresh.urls[0].clone(),
@@ -329,7 +330,12 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         lease_secs: 30,
         rate_limit: None,
         metrics: Default::default(),
-    };
+    }
+}
+
+async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, String> {
+    let key_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cfg = bench_serve(args, fresh, &key_dir);
     let store = cfg.db.open().await?;
     let backend = store.backend();
     let key = store.create_key("bench").await.map_err(|e| e.to_string())?;
@@ -443,21 +449,7 @@ fn package_items(n: usize) -> reqwest::Body {
 /// Personalisation throughput: one generate_activation_code batch of N items.
 async fn measure_packages(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, String> {
     let key_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let cfg = Serve {
-        listen: ([127, 0, 0, 1], 0).into(),
-        db: Db {
-            url: fresh.urls[0].clone(),
-            key_file: key_dir.path().join("bench.key"),
-        },
-        smdp_address: "smdp.bench.local".into(),
-        validation: Default::default(),
-        retention_days: 60,
-        workers: args.workers,
-        no_workers: false,
-        lease_secs: 30,
-        rate_limit: None,
-        metrics: Default::default(),
-    };
+    let cfg = bench_serve(args, fresh, &key_dir);
     let file = args.template.as_ref().ok_or("--template is required")?;
     let template = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let store = cfg.db.open().await?;

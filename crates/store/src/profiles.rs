@@ -170,6 +170,27 @@ pub fn status_event(
     EventWrite::new(tenant_id, PROFILE_EVENT, data)
 }
 
+/// The profile a request naming an ICCID targets: refused when there is none,
+/// or when the request also names a profile type the profile is not of.
+pub fn by_iccid(
+    found: Option<ProfileRecord>,
+    iccid: &str,
+    wanted: Option<&String>,
+) -> ProfileOutcome {
+    let Some(rec) = found else {
+        return Err(ProfileRefusal::UnknownIccid(iccid.to_owned()));
+    };
+    match wanted {
+        Some(t) if rec.template.as_deref() != Some(t.as_str()) => {
+            Err(ProfileRefusal::ProfileTypeMismatch {
+                iccid: iccid.to_owned(),
+                requested: t.clone(),
+            })
+        }
+        _ => Ok(rec),
+    }
+}
+
 /// The refusal for a DownloadOrder by profile type that found nothing:
 /// `any_of_type` tells whether the type exists at all.
 pub fn nothing_available(profile_type: &str, any_of_type: bool) -> ProfileRefusal {

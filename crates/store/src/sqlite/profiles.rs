@@ -9,8 +9,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::SqliteStore;
 use crate::plan::EventWrite;
 use crate::profiles::{
-    history_operation, nothing_available, state, status_event, ProfileUpdate, EXPIRED_OPERATION,
-    PROFILE_COLS, UNUSED_STATES,
+    by_iccid, history_operation, nothing_available, state, status_event, ProfileUpdate,
+    EXPIRED_OPERATION, PROFILE_COLS, UNUSED_STATES,
 };
 use crate::*;
 
@@ -96,18 +96,8 @@ impl SqliteStore {
                 .bind(iccid)
                 .fetch_optional(&mut **tx)
                 .await?;
-                let Some(rec) = row.as_ref().map(profile).transpose()? else {
-                    return Ok(Err(ProfileRefusal::UnknownIccid(iccid.clone())));
-                };
-                match wanted {
-                    Some(t) if rec.template.as_deref() != Some(t.as_str()) => {
-                        Ok(Err(ProfileRefusal::ProfileTypeMismatch {
-                            iccid: iccid.clone(),
-                            requested: t.clone(),
-                        }))
-                    }
-                    _ => Ok(Ok(rec)),
-                }
+                let found = row.as_ref().map(profile).transpose()?;
+                Ok(by_iccid(found, iccid, wanted.as_ref()))
             }
             (None, Some(t)) => {
                 let row = sqlx::query(&format!(
