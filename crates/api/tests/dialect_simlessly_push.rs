@@ -421,6 +421,20 @@ async fn ac_links_download_without_headers(b: Backend) {
     assert_eq!(v["code"], "30001");
     assert!(v["msg"].as_str().unwrap().contains("expired"), "{v}");
 
+    // A correctly signed link to a profile that does not exist: 404.
+    let ghost = format!(
+        "{}{}",
+        app.base,
+        signer.sign(
+            &path.replace(&iccid(1), &iccid(99)),
+            simbatch_api::signed_url::now_secs() + 60
+        )
+    );
+    let r = plain.get(&ghost).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "20009", "{v}");
+
     // Once the order is cancelled for good there is no code to show.
     cancel_for_good(&app, 1).await;
     let r = plain.get(&link).send().await.unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Every answer is `{"obj": …, "success": …, "msg": …, "code": …}`. Like the
 //! vendor, a refused request is still HTTP 200: clients read `success` and
-//! `code`. Only an unknown path (404), a refused result or QR link (403), a
+//! `code`. Only an unknown path or profile (404), a refused result or QR link (403), a
 //! QR link to a profile without a code (409), the rate limit (429) and a
 //! server fault (500) use another status, with the same envelope. The code
 //! table is published in `docs/dialects/simlessly.md`; codes never change
@@ -51,7 +51,7 @@ pub enum Code {
     BodyTooLarge,
     /// 20008: no status-change callback URL is configured.
     NotifyNotConfigured,
-    /// 20009: the tenant has no profile with this ICCID.
+    /// 20009: the tenant has no profile with this ICCID (HTTP 404, QR links).
     UnknownIccid,
     /// 30001: a result or QR link whose signature is wrong or that has expired.
     InvalidLink,
@@ -165,6 +165,7 @@ impl IntoResponse for Refusal {
             // A refused link is 403, like a refused presigned URL.
             Code::InvalidLink => StatusCode::FORBIDDEN,
             Code::NoActivationCode => StatusCode::CONFLICT,
+            Code::UnknownIccid => StatusCode::NOT_FOUND,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::OK,
         };
