@@ -11,16 +11,36 @@
 //! {"eventType": "IMEI_CHANGE", "eventId": "…", "eventTime": "…",
 //!  "giccid": "…", "beforeImei": null, "afterImei": "490154203237518", "jobId": "<32 hex>"}
 //! ```
+//!
+//! `simlessly` (Simlessly's Notify Status Change callback, signed with
+//! Simlessly's headers): see [`simlessly`].
+
+pub mod simlessly;
 
 use serde_json::{json, Value};
-use simbatch_store::Event;
+use simbatch_store::{Event, Store, StoreError, Webhook};
+
+/// The body `hook` is sent for `event` (its format decides), or None when
+/// that format does not carry this event. Formats whose body needs more than
+/// the event (Simlessly's names the profile's matching ID) read the store.
+pub async fn body_for(
+    store: &dyn Store,
+    hook: &Webhook,
+    event: &Event,
+) -> Result<Option<String>, StoreError> {
+    match hook.format.as_str() {
+        simbatch_store::WEBHOOK_STANDARD => Ok(Some(crate::webhooks::payload(event))),
+        simlessly::FORMAT => simlessly::render(store, hook, event).await,
+        other => Ok(render(other, event)),
+    }
+}
 
 /// The Smarthub push format name.
 pub const SMARTHUB: &str = "smarthub";
 
 /// Whether `format` names a push format this dispatcher can render.
 pub fn is_known(format: &str) -> bool {
-    format == SMARTHUB
+    format == SMARTHUB || format == simlessly::FORMAT
 }
 
 /// The body to push for `event` in `format`, or None when that format does

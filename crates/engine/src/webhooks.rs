@@ -1,5 +1,6 @@
 //! Outbox dispatcher: delivers events to webhook endpoints, signed per the
-//! Standard Webhooks specification.
+//! Standard Webhooks specification, or in a dialect push format's own body
+//! and signature scheme ([`crate::push`]).
 //!
 //! Each endpoint has a cursor into the outbox and receives its tenant's events
 //! in order, at least once. A failed delivery is retried with exponential
@@ -54,43 +55,62 @@ pub fn backoff(attempt: i64) -> Duration {
     Duration::from_secs_f64(base * jitter)
 }
 
-/// Deliver one event to one endpoint and decide what follows.
-pub async fn deliver(client: &reqwest::Client, hook: &Webhook, event: &Event) -> DeliveryAttempt {
-    let body = if hook.format == simbatch_store::WEBHOOK_STANDARD {
-        payload(event)
-    } else {
-        match crate::push::render(&hook.format, event) {
-            Some(body) => body,
-            // Not an event this push format carries: move on without sending.
-            None => {
-                return DeliveryAttempt {
-                    webhook_id: hook.id.clone(),
-                    event: event.clone(),
-                    status_code: None,
-                    error: None,
-                    duration_ms: 0,
-                    next: DeliveryNext::Advance,
-                    skipped: true,
-                }
-            }
-        }
-    };
+/// A skipped delivery: the endpoint's format does not carry this event.
+fn skipped(hook: &Webhook, event: &Event) -> DeliveryAttempt {
+    DeliveryAttempt {
+        webhook_id: hook.id.clone(),
+        event: event.clone(),
+        status_code: None,
+        error: None,
+        duration_ms: 0,
+        next: DeliveryNext::Advance,
+        skipped: true,
+    }
+}
+
+/// The signature headers of one attempt: Standard Webhooks, or the push
+/// format's own scheme (Simlessly's HMAC headers).
+fn signature_headers(
+    hook: &Webhook,
+    event: &Event,
+    body: &str,
+) -> Result<Vec<(&'static str, String)>, String> {
+    if hook.format == crate::push::simlessly::FORMAT {
+        return Ok(crate::push::simlessly::headers(hook, body, now_ms()));
+    }
     let ts = now_ms() / 1000;
-    let started = Instant::now();
     let secret = hook.secret.as_deref().unwrap_or_default();
-    let (status_code, error) = match sign(secret, &event.id, ts, &body) {
+    let signature = sign(secret, &event.id, ts, body)?;
+    Ok(vec![
+        ("webhook-id", event.id.clone()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", signature),
+    ])
+}
+
+/// Deliver one event to one endpoint and decide what follows. `body` is
+/// what the endpoint's format renders ([`crate::push::body_for`]); None
+/// skips the event.
+pub async fn deliver(
+    client: &reqwest::Client,
+    hook: &Webhook,
+    event: &Event,
+    body: Option<String>,
+) -> DeliveryAttempt {
+    let Some(body) = body else {
+        return skipped(hook, event);
+    };
+    let started = Instant::now();
+    let (status_code, error) = match signature_headers(hook, event, &body) {
         Err(e) => (None, Some(e)),
-        Ok(signature) => {
-            let sent = client
+        Ok(headers) => {
+            let mut req = client
                 .post(&hook.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &event.id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            match sent {
+                .header("content-type", "application/json");
+            for (name, value) in headers {
+                req = req.header(name, value);
+            }
+            match req.body(body).send().await {
                 Ok(resp) => (Some(i64::from(resp.status().as_u16())), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -140,9 +160,16 @@ pub async fn dispatch_once_with(
     metrics: Option<&crate::metrics::Metrics>,
 ) -> Result<usize, simbatch_store::StoreError> {
     let due = store.due_deliveries(now_ms(), 64).await?;
-    let attempts =
-        futures::future::join_all(due.iter().map(|(hook, event)| deliver(client, hook, event)))
-            .await;
+    let mut bodies = Vec::with_capacity(due.len());
+    for (hook, event) in &due {
+        bodies.push(crate::push::body_for(store, hook, event).await?);
+    }
+    let attempts = futures::future::join_all(
+        due.iter()
+            .zip(bodies)
+            .map(|((hook, event), body)| deliver(client, hook, event, body)),
+    )
+    .await;
     for a in &attempts {
         if let DeliveryNext::Disable(reason) = &a.next {
             tracing::warn!(webhook_id = %a.webhook_id, reason = %reason, "webhook disabled");

@@ -211,6 +211,25 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the tenant has no profile for the ICCID, or it has no package.
     async fn download_package(&self, tenant_id: &str, iccid: &str) -> Result<Option<Vec<u8>>>;
 
+    // ---- dialect look-ups (each served by an index) ----
+
+    /// Events of one type (e.g. `order.completed`) of the tenant after the
+    /// cursor, oldest first; at most `limit` (1..=1000).
+    async fn events_of_type_after(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>>;
+    /// The oldest unfinished (APPROVED or PROCESSING) item of the tenant's
+    /// SIM, if any: its order id.
+    async fn open_order(&self, tenant_id: &str, iccid: &str) -> Result<Option<i64>>;
+    /// How many SIMs match `filter` (its cursor and limit are ignored).
+    async fn count_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<i64>;
+    /// How many history rows the tenant's SIM has.
+    async fn count_sim_history(&self, tenant_id: &str, iccid: &str) -> Result<i64>;
+
     // ---- events ----
 
     /// Events of the tenant after the cursor, oldest first.

@@ -110,6 +110,7 @@ conformance!(
     concurrent_download_orders_take_distinct_profiles,
     get_item_by_order_id,
     webhook_formats_and_skipped_events,
+    dialect_lookups,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -2562,4 +2563,87 @@ async fn webhook_formats_and_skipped_events(store: Arc<dyn Store>) {
         next.seq > first.seq,
         "the cursor moved past the skipped event"
     );
+}
+
+/// The dialects' look-ups: one event type after a cursor, a SIM's open
+/// order, and the counts behind paged lists; each scoped to its tenant.
+async fn dialect_lookups(store: Arc<dyn Store>) {
+    let t = tenant(&store, "lookups").await;
+    let u = tenant(&store, "lookups-other").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let items = all_items(&store, &t, &b.id).await;
+    assert_eq!(
+        store.open_order(&t, &iccid(1)).await.unwrap(),
+        Some(items[0].id)
+    );
+    assert_eq!(store.open_order(&u, &iccid(1)).await.unwrap(), None);
+    run_all(&store).await;
+    assert_eq!(store.open_order(&t, &iccid(1)).await.unwrap(), None);
+
+    let all = SimFilter {
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(store.count_sims(&t, &all).await.unwrap(), 2);
+    assert_eq!(store.count_sims(&u, &all).await.unwrap(), 0);
+    let status = store
+        .get_sim(&t, &iccid(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .sim
+        .status;
+    let same = SimFilter {
+        status: Some(status),
+        after_iccid: Some(iccid(1)),
+        ..all.clone()
+    };
+    assert_eq!(
+        store.count_sims(&t, &same).await.unwrap(),
+        2,
+        "cursor ignored"
+    );
+    let none = SimFilter {
+        msisdn: Some("46700000000".into()),
+        ..all.clone()
+    };
+    assert_eq!(store.count_sims(&t, &none).await.unwrap(), 0);
+    assert_eq!(store.count_sim_history(&t, &iccid(1)).await.unwrap(), 1);
+    assert_eq!(store.count_sim_history(&u, &iccid(1)).await.unwrap(), 0);
+
+    let orders = store
+        .events_of_type_after(&t, "order.completed", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 2);
+    assert!(orders.iter().all(|e| e.kind == "order.completed"));
+    assert!(orders[0].seq < orders[1].seq);
+    let after = store
+        .events_of_type_after(&t, "order.completed", orders[0].seq, 10)
+        .await
+        .unwrap();
+    assert_eq!(after, orders[1..].to_vec());
+    let one = store
+        .events_of_type_after(&t, "order.completed", 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(one, orders[..1].to_vec());
+    let batches = store
+        .events_of_type_after(&t, "batch.completed", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].seq > orders[0].seq);
+    assert!(store
+        .events_of_type_after(&u, "order.completed", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -13,6 +13,9 @@
 //! The tenant is known only once its key is checked, so the limiter runs in
 //! the authentication extractor ([`admit`]); [`headers`] is the middleware
 //! that writes the fields onto whatever response the handler produced.
+//! Dialects call [`check`] after their own authentication and render
+//! [`Limited`] as HTTP 429 in their vendor's error shape; the middleware adds
+//! the same headers to those answers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -128,32 +131,50 @@ impl RateLimiter {
 #[derive(Clone, Default)]
 struct Slot(Arc<Mutex<Option<(Decision, String)>>>);
 
-/// Check the limit for an authenticated tenant. Without a configured
-/// limiter (the [`headers`] middleware absent or limits off) every request passes.
-pub fn admit(parts: &Parts, tenant_id: &str) -> Result<(), ApiError> {
-    let limiter = parts
-        .extensions
+/// A request refused by the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// Seconds until a request is admitted again (also sent as `Retry-After`).
+    pub retry_after: u64,
+}
+
+impl Limited {
+    /// A clear message naming when to retry.
+    pub fn message(&self) -> String {
+        format!(
+            "this tenant's request rate is over its limit; retry in {} s",
+            self.retry_after
+        )
+    }
+}
+
+/// Take a token for an authenticated tenant from the request's limiter
+/// (`extensions` of the request). Without a configured limiter (the
+/// [`headers`] middleware absent or limits off) every request passes.
+pub fn check(extensions: &Extensions, tenant_id: &str) -> Result<(), Limited> {
+    let limiter = extensions
         .get::<Option<Arc<RateLimiter>>>()
         .and_then(Option::as_ref);
     let Some(limiter) = limiter else {
         return Ok(());
     };
     let d = limiter.take(tenant_id);
-    if let Some(slot) = parts.extensions.get::<Slot>() {
+    if let Some(slot) = extensions.get::<Slot>() {
         *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((d, limiter.policy()));
     }
     if d.allowed {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "this tenant's request rate is over its limit; retry in {} s",
-                d.retry_after
-            ),
-        ))
+        Err(Limited {
+            retry_after: d.retry_after,
+        })
     }
+}
+
+/// [`check`] for the native API: 429 `rate_limited` (problem+json).
+pub fn admit(parts: &Parts, tenant_id: &str) -> Result<(), ApiError> {
+    check(&parts.extensions, tenant_id)
+        .map_err(|l| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", l.message()))
 }
 
 /// Middleware: give the request a slot for the decision, then write the

@@ -16,6 +16,7 @@
 mod batches;
 mod dialect;
 mod engine;
+mod lookups;
 mod misc;
 mod packages;
 mod profiles;
@@ -260,6 +261,26 @@ impl Store for PgStore {
     }
     async fn expire_profiles(&self, now_ms: i64, limit: i64) -> Result<u64> {
         self.expire_profiles_impl(now_ms, limit).await
+    }
+
+    async fn events_of_type_after(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        self.events_of_type_after_impl(tenant_id, kind, after_seq, limit)
+            .await
+    }
+    async fn open_order(&self, tenant_id: &str, iccid: &str) -> Result<Option<i64>> {
+        self.open_order_impl(tenant_id, iccid).await
+    }
+    async fn count_sims(&self, tenant_id: &str, filter: &SimFilter) -> Result<i64> {
+        self.count_sims_impl(tenant_id, filter).await
+    }
+    async fn count_sim_history(&self, tenant_id: &str, iccid: &str) -> Result<i64> {
+        self.count_sim_history_impl(tenant_id, iccid).await
     }
 
     async fn events_after(

@@ -8,7 +8,9 @@
 //! | `state-change` | `subscription.state_changed` |
 //!
 //! `sequence-number` is the feed's sequence number: increasing, unique, not
-//! contiguous per type. `limit` (default 30, at most 100), `first-element`
+//! contiguous per type. Each feed type is read from its own index
+//! (`outbox (tenant_id, type, id)`), so an answer costs the events of its
+//! type, not a scan of the tenant's other events. `limit` (default 30, at most 100), `first-element`
 //! (start at this sequence number) and `long-polling=<seconds>` (at most
 //! 120) are honoured; the `ETag` names the position after the events
 //! returned, and `If-None-Match` with that ETag continues from there. When
@@ -36,10 +38,10 @@ pub const DEFAULT_LIMIT: usize = 30;
 pub const MAX_LIMIT: usize = 100;
 /// Longest long-polling wait, in seconds.
 pub const MAX_LONG_POLL: u64 = 120;
-/// Feed events read per store call.
-const SCAN_PAGE: i64 = 1000;
-/// Feed pages scanned per answer when not waiting (bounds the work of one call).
-const MAX_SCAN_PAGES: usize = 50;
+/// How often a long poll looks for new events.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Reads per answer when events are filtered out (bounds the work of one call).
+const MAX_READS: usize = 20;
 
 /// The ECC event types served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,18 @@ impl EventType {
             "order" => Some(Self::Order),
             "state-change" => Some(Self::StateChange),
             _ => None,
+        }
+    }
+    /// The feed event types it is made of.
+    pub fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Self::Batch => &[
+                "batch.completed",
+                "batch.partially_completed",
+                "batch.cancelled",
+            ],
+            Self::Order => &["order.completed", "order.failed"],
+            Self::StateChange => &["subscription.state_changed"],
         }
     }
     fn name(self) -> &'static str {
@@ -144,6 +158,33 @@ fn number(q: &HashMap<String, String>, name: &str, max: u64) -> Result<Option<u6
     }
 }
 
+/// The first `n` feed events of type `t` after `cursor`, oldest first, one
+/// indexed read per feed type; and whether `n` were found (more may follow).
+async fn read_after(
+    st: &AppState,
+    tenant_id: &str,
+    t: EventType,
+    cursor: i64,
+    n: usize,
+) -> Result<(Vec<Event>, bool), EccError> {
+    let mut all = Vec::new();
+    for kind in t.kinds() {
+        let page = st
+            .store
+            .events_of_type_after(tenant_id, kind, cursor, n as i64)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "ECC event read failed");
+                EccError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+            })?;
+        all.extend(page);
+    }
+    all.sort_by_key(|e| e.seq);
+    let full = all.len() >= n;
+    all.truncate(n);
+    Ok((all, full))
+}
+
 /// `GET /ecc/v1/events/{event-type}`.
 pub async fn list(
     State(st): State<AppState>,
@@ -180,31 +221,26 @@ pub async fn list(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(long_poll.unwrap_or(0));
     let mut cursor = start;
     let mut out = Vec::new();
-    let mut pages = 0;
-    'scan: loop {
-        let now = tokio::time::Instant::now();
-        let wait = if out.is_empty() {
-            deadline.saturating_duration_since(now)
-        } else {
-            Duration::ZERO
-        };
-        let page = st.service.events(&tenant, cursor, SCAN_PAGE, wait).await?;
-        pages += 1;
-        let n = page.data.len() as i64;
-        for e in &page.data {
+    let mut reads = 0;
+    loop {
+        let (events, full) = read_after(&st, &tenant.id, t, cursor, limit - out.len()).await?;
+        reads += 1;
+        for e in &events {
             cursor = e.seq;
-            if let Some(v) = render(t, e) {
-                out.push(v);
-                if out.len() >= limit {
-                    break 'scan;
-                }
-            }
+            out.extend(render(t, e));
         }
-        let at_head = n < SCAN_PAGE;
-        let done = !out.is_empty() || tokio::time::Instant::now() >= deadline;
-        if done && (at_head || pages >= MAX_SCAN_PAGES) {
+        if out.len() >= limit {
             break;
         }
+        if full && reads < MAX_READS {
+            // More events of this type wait; some read were filtered out.
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if !out.is_empty() || full || now >= deadline {
+            break;
+        }
+        tokio::time::sleep(deadline.saturating_duration_since(now).min(POLL_EVERY)).await;
     }
     let tag = HeaderValue::from_str(&etag(t, cursor))
         .map_err(|_| EccError::bad_request("Invalid position"))?;
@@ -221,6 +257,26 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_read_renders_as_its_type() {
+        for t in [EventType::Batch, EventType::Order, EventType::StateChange] {
+            for kind in t.kinds() {
+                let e = Event {
+                    seq: 7,
+                    id: "e".into(),
+                    kind: (*kind).into(),
+                    created_at: 0,
+                    data: json!({"batch_id": "b", "iccid": "1", "order_id": 3}),
+                };
+                let v = render(t, &e).unwrap_or_else(|| panic!("{kind}"));
+                assert_eq!(v["sequence-number"], 7);
+                for other in [EventType::Batch, EventType::Order, EventType::StateChange] {
+                    assert_eq!(render(other, &e).is_some(), other == t, "{kind}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn etags_roundtrip_per_type() {

@@ -172,7 +172,11 @@ impl FromRequestParts<AppState> for EccAuth {
             .split_once(':')
             .ok_or_else(|| unauthorized("Invalid user name or password"))?;
         match super::tenant_for(state, user, password).await {
-            Ok(Some(t)) => Ok(EccAuth(t)),
+            Ok(Some(t)) => {
+                crate::ops::rate_limit::check(&parts.extensions, &t.id)
+                    .map_err(|l| EccError::new(StatusCode::TOO_MANY_REQUESTS, l.message()))?;
+                Ok(EccAuth(t))
+            }
             Ok(None) => Err(unauthorized("Invalid user name or password")),
             Err(()) => Err(EccError::internal()),
         }

@@ -3,7 +3,9 @@
 //! Each call is an implicit batch (source `ecc`) whose items are the
 //! orders; it answers 202 `{"orders": [id, ...]}`. Requests are validated
 //! before anything is stored: a bad parameter is 400, an unknown
-//! subscription 404, a SIM or MSISDN already in use 409.
+//! subscription 404, a SIM or MSISDN already in use 409, and so is a
+//! subscription that still has an outstanding order (the ECC order guide
+//! allows one at a time).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -37,12 +39,36 @@ async fn subscription(
     Ok(sim)
 }
 
+/// 409 when the subscription already has an order that has not finished:
+/// ECC allows one outstanding order per subscription.
+async fn no_outstanding_order(st: &AppState, tenant: &Tenant, iccid: &str) -> Result<(), EccError> {
+    let open = st.store.open_order(&tenant.id, iccid).await.map_err(|e| {
+        tracing::error!(error = %e, "outstanding order look-up failed");
+        EccError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+    })?;
+    match open {
+        Some(id) => Err(EccError::conflict(format!(
+            "There is an outstanding order ({id}) for this subscription; retry when it has completed"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Validate the orders with core, then submit them as one sequential batch.
+/// Every order names the same SIM; refused with 409 while that SIM has an
+/// outstanding order.
 async fn run_orders(
     st: &AppState,
     tenant: &Tenant,
     orders: Vec<(Operation, Map<String, Value>)>,
 ) -> Result<Response, EccError> {
+    if let Some(iccid) = orders
+        .first()
+        .and_then(|(_, f)| f.get("iccid"))
+        .and_then(Value::as_str)
+    {
+        no_outstanding_order(st, tenant, iccid.trim()).await?;
+    }
     let mut items = Vec::with_capacity(orders.len());
     for (op, mut fields) in orders {
         if let Err(r) = parse_item(op, &fields, st.service.config().validation) {

@@ -58,6 +58,9 @@ impl FromRequestParts<AppState> for ExpressAuth {
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
                 Err(Failure::new(Code::Unauthorized, e.detail))
             }
+            Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+                Err(Failure::new(Code::RateLimited, e.detail))
+            }
             Err(_) => Err(Failure::internal()),
         }
     }

@@ -42,6 +42,8 @@ pub enum Code {
     Unauthorized,
     /// 40400: no such path under `/simexpress`.
     UnknownPath,
+    /// 42901: the tenant is over its rate limit (HTTP 429, `Retry-After`).
+    RateLimited,
     /// 50001: a server fault (HTTP 500).
     Internal,
     /// 50401: the batch did not finish in time; its id is in `errorMsg`.
@@ -59,6 +61,7 @@ impl Code {
             Self::BodyTooLarge => "40005",
             Self::Unauthorized => "40101",
             Self::UnknownPath => "40400",
+            Self::RateLimited => "42901",
             Self::Internal => "50001",
             Self::Timeout => "50401",
         }
@@ -115,6 +118,7 @@ impl IntoResponse for Failure {
         let status = match self.code {
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::UnknownPath => StatusCode::NOT_FOUND,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::OK,
         };
         let code = self.code.as_str();

@@ -2,7 +2,8 @@
 //!
 //! Every answer is `{"obj": …, "success": …, "msg": …, "code": …}`. Like the
 //! vendor, a refused request is still HTTP 200: clients read `success` and
-//! `code`. Only an unknown path (404), a refused result link (403) and a
+//! `code`. Only an unknown path or profile (404), a refused result or QR link (403), a
+//! QR link to a profile without a code (409), the rate limit (429) and a
 //! server fault (500) use another status, with the same envelope. The code
 //! table is published in `docs/dialects/simlessly.md`; codes never change
 //! meaning.
@@ -32,6 +33,8 @@ pub enum Code {
     ReplayedRequestId,
     /// 10006: a Sign-Method other than HMAC-SHA256.
     UnsupportedSignMethod,
+    /// 10007: the tenant is over its rate limit (HTTP 429, `Retry-After`).
+    RateLimited,
     /// 20001: the body is not a JSON object.
     MalformedBody,
     /// 20002: a parameter is missing or has the wrong type.
@@ -46,8 +49,14 @@ pub enum Code {
     UnknownBatchCode,
     /// 20007: the body is larger than the endpoint accepts.
     BodyTooLarge,
-    /// 30001: a result link whose signature is wrong or that has expired.
+    /// 20008: no status-change callback URL is configured.
+    NotifyNotConfigured,
+    /// 20009: the tenant has no profile with this ICCID (HTTP 404, QR links).
+    UnknownIccid,
+    /// 30001: a result or QR link whose signature is wrong or that has expired.
     InvalidLink,
+    /// 30002: the profile behind a QR link has no activation code any more (HTTP 409).
+    NoActivationCode,
     /// 40400: no such path under `/simlessly`.
     UnknownPath,
     /// 99999: a server fault (HTTP 500); the cause is logged only.
@@ -64,6 +73,7 @@ impl Code {
             Self::BadTimestamp => "10004",
             Self::ReplayedRequestId => "10005",
             Self::UnsupportedSignMethod => "10006",
+            Self::RateLimited => "10007",
             Self::MalformedBody => "20001",
             Self::InvalidParameter => "20002",
             Self::BatchSize => "20003",
@@ -71,7 +81,10 @@ impl Code {
             Self::UnsupportedEncryptionMode => "20005",
             Self::UnknownBatchCode => "20006",
             Self::BodyTooLarge => "20007",
+            Self::NotifyNotConfigured => "20008",
+            Self::UnknownIccid => "20009",
             Self::InvalidLink => "30001",
+            Self::NoActivationCode => "30002",
             Self::UnknownPath => "40400",
             Self::Internal => "99999",
         }
@@ -151,6 +164,9 @@ impl IntoResponse for Refusal {
             Code::UnknownPath => StatusCode::NOT_FOUND,
             // A refused link is 403, like a refused presigned URL.
             Code::InvalidLink => StatusCode::FORBIDDEN,
+            Code::NoActivationCode => StatusCode::CONFLICT,
+            Code::UnknownIccid => StatusCode::NOT_FOUND,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::OK,
         };
         let body = Envelope {
@@ -177,6 +193,7 @@ mod tests {
             BadTimestamp,
             ReplayedRequestId,
             UnsupportedSignMethod,
+            RateLimited,
             MalformedBody,
             InvalidParameter,
             BatchSize,
@@ -184,7 +201,10 @@ mod tests {
             UnsupportedEncryptionMode,
             UnknownBatchCode,
             BodyTooLarge,
+            NotifyNotConfigured,
+            UnknownIccid,
             InvalidLink,
+            NoActivationCode,
             UnknownPath,
             Internal,
         ];

@@ -6,12 +6,20 @@
 //!   visible through the native API too.
 //! - `POST /simlessly/api/v1/batch/info`: the batch's state and every item's
 //!   result, with `resultUrl`, a presigned link to an XLSX of the results.
+//!   Every item with an activation code also carries `acLink`, a presigned
+//!   link to its QR image ([`qr`]; the vendor's `needAcLink`).
 //! - `GET /simlessly/files/results/…`: that file ([`results`]).
+//! - `GET /simlessly/files/qr/…`: a QR image ([`qr`]).
+//! - `POST /simlessly/api/v1/notify/config[/query|/delete]`: the
+//!   status-change callback URL ([`notify`]).
 //!
-//! Requests are authenticated by Simlessly's HMAC signature ([`signing`]).
-//! Answers use the vendor envelope and our failure codes ([`envelope`]).
+//! Requests are authenticated by Simlessly's HMAC signature ([`signing`]),
+//! then counted against the tenant's rate limit. Answers use the vendor
+//! envelope and our failure codes ([`envelope`]).
 
 pub mod envelope;
+pub mod notify;
+pub mod qr;
 pub mod results;
 pub mod signing;
 pub mod wire;
@@ -21,7 +29,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -46,9 +54,19 @@ pub fn router() -> Router<AppState> {
             post(generate_by_batch),
         )
         .route("/simlessly/api/v1/batch/info", post(batch_info))
+        .route("/simlessly/api/v1/notify/config", post(notify_set))
+        .route("/simlessly/api/v1/notify/config/query", post(notify_query))
+        .route(
+            "/simlessly/api/v1/notify/config/delete",
+            post(notify_delete),
+        )
         .route(
             &format!("{}/{{tenant}}/{{file}}", results::PREFIX),
             get(result_file),
+        )
+        .route(
+            &format!("{}/{{tenant}}/{{file}}", qr::PREFIX),
+            get(qr_image),
         )
         .route("/simlessly/{*rest}", any(unknown_path))
         .route("/simlessly", any(unknown_path))
@@ -75,21 +93,36 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
     })
 }
 
+/// Authenticate a signed request, then take a token from the tenant's rate limit.
+async fn admit(
+    st: &AppState,
+    ext: &Extensions,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Tenant, Refusal> {
+    let tenant = signing::authenticate(st, headers, body).await?;
+    crate::ops::rate_limit::check(ext, &tenant.id)
+        .map_err(|l| Refusal::new(Code::RateLimited, l.message()))?;
+    Ok(tenant)
+}
+
 async fn generate_by_batch(
     State(st): State<AppState>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond(generate(&st, &headers, body).await)
+    respond(generate(&st, &ext, &headers, body).await)
 }
 
 async fn generate(
     st: &AppState,
+    ext: &Extensions,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Outcome {
     let body = body_bytes(body)?;
-    let tenant = signing::authenticate(st, headers, &body).await?;
+    let tenant = admit(st, ext, headers, &body).await?;
     let req = wire::parse_generate(&body)?;
     if !st.service.template_exists(&req.config_name).await? {
         return Err(Refusal::new(
@@ -154,16 +187,24 @@ async fn all_items(
 
 async fn batch_info(
     State(st): State<AppState>,
+    ext: Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond(info(&st, &headers, body).await)
+    respond(info(&st, &ext, &headers, body).await)
 }
 
-async fn info(st: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Outcome {
+async fn info(
+    st: &AppState,
+    ext: &Extensions,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Outcome {
     let body = body_bytes(body)?;
-    let tenant = signing::authenticate(st, headers, &body).await?;
-    let code = wire::required_string(&wire::object(&body)?, "batchCode")?;
+    let tenant = admit(st, ext, headers, &body).await?;
+    let obj = wire::object(&body)?;
+    let code = wire::required_string(&obj, "batchCode")?;
+    wire::optional_bool(&obj, "needAcLink")?;
     let unknown = || Refusal::new(Code::UnknownBatchCode, format!("unknown batchCode {code}"));
     if !wire::is_batch_code(&code) {
         return Err(unknown());
@@ -173,18 +214,96 @@ async fn info(st: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejec
         Err(simbatch_engine::service::ServiceError::NotFound(_)) => return Err(unknown()),
         Err(e) => return Err(e.into()),
     };
-    let items = all_items(st, &tenant, &batch.id).await?;
+    let mut items = all_items(st, &tenant, &batch.id).await?;
     let signer = signed_url::signer(st.store.as_ref()).await.map_err(|e| {
         tracing::error!(error = %e, "url signing key unavailable");
         Refusal::internal()
     })?;
-    let expires = signed_url::now_secs() + results::LINK_TTL_SECS;
+    let origin = results::origin(headers);
+    let now = signed_url::now_secs();
     let url = format!(
-        "{}{}",
-        results::origin(headers),
-        signer.sign(&results::path(&tenant.id, &code), expires)
+        "{origin}{}",
+        signer.sign(
+            &results::path(&tenant.id, &code),
+            now + results::LINK_TTL_SECS
+        )
     );
+    for it in items.iter_mut().filter(|it| it.activation_code.is_some()) {
+        it.ac_link = qr::link(
+            &signer,
+            &origin,
+            &tenant.id,
+            &it.iccid,
+            now + qr::LINK_TTL_SECS,
+        );
+    }
     Ok(envelope::ok(wire::batch_info(&batch, &items, &url)))
+}
+
+/// The tenant and JSON object body (empty when the body is blank) of a signed call.
+async fn signed_object(
+    st: &AppState,
+    ext: &Extensions,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Tenant, serde_json::Map<String, serde_json::Value>), Refusal> {
+    let body = body_bytes(body)?;
+    let tenant = admit(st, ext, headers, &body).await?;
+    let obj = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        wire::object(&body)?
+    };
+    Ok((tenant, obj))
+}
+
+async fn notify_set(
+    State(st): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let (t, obj) = signed_object(&st, &ext, &headers, body).await?;
+        Ok(envelope::ok(notify::set(&st, &t, &obj).await?))
+    };
+    respond(r.await)
+}
+
+async fn notify_query(
+    State(st): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let (t, _) = signed_object(&st, &ext, &headers, body).await?;
+        Ok(envelope::ok(notify::query(&st, &t).await?))
+    };
+    respond(r.await)
+}
+
+async fn notify_delete(
+    State(st): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let (t, _) = signed_object(&st, &ext, &headers, body).await?;
+        Ok(envelope::ok(notify::delete(&st, &t).await?))
+    };
+    respond(r.await)
+}
+
+async fn qr_image(
+    State(st): State<AppState>,
+    Path((tenant_id, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let expires = q.get("expires").and_then(|e| e.parse().ok());
+    let signature = q.get("signature").map(String::as_str).unwrap_or("");
+    respond(qr::serve(&st, &tenant_id, &file, expires, signature).await)
 }
 
 async fn result_file(

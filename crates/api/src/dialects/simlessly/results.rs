@@ -105,6 +105,7 @@ mod tests {
             eid: None,
             activation_code: Some("1$smdp.example$ABC".into()),
             status: ItemStatus::Completed,
+            ac_link: None,
         }];
         let bytes = workbook("B1", &items).unwrap();
         assert_eq!(&bytes[..2], b"PK");

@@ -69,6 +69,18 @@ pub fn required_string(obj: &Map<String, Value>, name: &str) -> Result<String, R
     }
 }
 
+/// An optional boolean parameter (e.g. `needAcLink`); refused when present with another type.
+pub fn optional_bool(obj: &Map<String, Value>, name: &str) -> Result<Option<bool>, Refusal> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Refusal::new(
+            Code::InvalidParameter,
+            format!("{name} must be true or false"),
+        )),
+    }
+}
+
 fn trimmed(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.trim().to_owned()),
@@ -80,6 +92,7 @@ fn trimmed(v: &Value) -> Value {
 pub fn parse_generate(body: &[u8]) -> Result<GenerateRequest, Refusal> {
     let obj = object(body)?;
     let config_name = required_string(&obj, "configName")?;
+    optional_bool(&obj, "needAcLink")?;
     if config_name.chars().count() > 128 {
         return Err(Refusal::new(
             Code::InvalidParameter,
@@ -233,6 +246,8 @@ pub struct ItemView {
     pub activation_code: Option<String>,
     /// The item's state in the engine.
     pub status: ItemStatus,
+    /// Presigned link to the activation code's QR image (`acLink`).
+    pub ac_link: Option<String>,
 }
 
 /// Render an item.
@@ -259,13 +274,14 @@ pub fn item_view(item: &ItemRecord) -> ItemView {
         eid: str_of(item.params.get("eid")),
         activation_code: str_of(item.result.as_ref().and_then(|r| r.get("activation_code"))),
         status: item.status,
+        ac_link: None,
     }
 }
 
 impl ItemView {
     /// The JSON entry of `results`.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "success": self.success,
             "errorReason": self.error_reason,
             "errorReson": self.error_reason,
@@ -274,7 +290,11 @@ impl ItemView {
             "eid": self.eid,
             "activationCode": self.activation_code,
             "status": self.status.as_str(),
-        })
+        });
+        if let Some(link) = &self.ac_link {
+            v["acLink"] = json!(link);
+        }
+        v
     }
 }
 

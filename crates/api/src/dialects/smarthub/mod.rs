@@ -208,7 +208,16 @@ impl FromRequestParts<AppState> for SmAuth {
         let token = crate::auth::token(parts).map_err(|_| SmError::unauthorized())?;
         let (key_id, secret) = token.split_once('.').ok_or_else(SmError::unauthorized)?;
         match super::tenant_for(state, key_id, secret).await {
-            Ok(Some(t)) => Ok(SmAuth(t)),
+            Ok(Some(t)) => {
+                crate::ops::rate_limit::check(&parts.extensions, &t.id).map_err(|l| {
+                    SmError::Problem(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too Many Requests",
+                        Some(l.message()),
+                    )
+                })?;
+                Ok(SmAuth(t))
+            }
             Ok(None) => Err(SmError::unauthorized()),
             Err(()) => Err(SmError::internal()),
         }

@@ -79,7 +79,14 @@ pub async fn get(
     Ok(Json(sim_json(&r)))
 }
 
-/// `GET /global-sims?page=&size=&status=&basicServicePackageName=&imsi=&msisdn=`.
+/// A store failure while counting: logged, answered 500 without detail.
+fn store_failed(e: simbatch_store::StoreError) -> SmError {
+    tracing::error!(error = %e, "Smarthub count failed");
+    SmError::internal()
+}
+
+/// `GET /global-sims?page=&size=&status=&basicServicePackageName=&imsi=&msisdn=`:
+/// a page of SIMs, with `total`, the number of SIMs the filters match.
 pub async fn list(
     State(st): State<AppState>,
     SmAuth(tenant): SmAuth,
@@ -124,10 +131,18 @@ pub async fn list(
         }
         filter.after_iccid = last;
     }
-    Ok(Json(json!({"globalSims": out, "page": page, "size": size})))
+    let total = st
+        .store
+        .count_sims(&tenant.id, &filter)
+        .await
+        .map_err(store_failed)?;
+    Ok(Json(
+        json!({"globalSims": out, "page": page, "size": size, "total": total}),
+    ))
 }
 
-/// `GET /global-sims/changeLogs?giccid=&page=&size=`: the SIM's state changes, oldest first.
+/// `GET /global-sims/changeLogs?giccid=&page=&size=`: the SIM's state
+/// changes, oldest first, with `total`, the number of changes.
 pub async fn change_logs(
     State(st): State<AppState>,
     SmAuth(tenant): SmAuth,
@@ -169,7 +184,14 @@ pub async fn change_logs(
             break;
         }
     }
-    Ok(Json(json!({"changeLogs": out, "page": page, "size": size})))
+    let total = st
+        .store
+        .count_sim_history(&tenant.id, &giccid)
+        .await
+        .map_err(store_failed)?;
+    Ok(Json(
+        json!({"changeLogs": out, "page": page, "size": size, "total": total}),
+    ))
 }
 
 fn custom_json(r: &SimRecord) -> Value {

@@ -1,0 +1,80 @@
+//! Dialect look-ups on SQLite: one event type after a cursor, a SIM's open
+//! order, and the counts behind paged vendor lists. Each is served by an index.
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{rows, SqliteStore};
+use crate::*;
+
+impl SqliteStore {
+    pub(super) async fn events_of_type_after_impl(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        sqlx::query(
+            "SELECT id, event_id, type, created_at, data FROM outbox
+             WHERE tenant_id = ?1 AND type = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+        )
+        .bind(tenant_id)
+        .bind(kind)
+        .bind(after)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(rows::event)
+        .collect()
+    }
+
+    pub(super) async fn open_order_impl(
+        &self,
+        tenant_id: &str,
+        iccid: &str,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM batch_items WHERE tenant_id = ?1 AND iccid = ?2
+             AND status IN ('APPROVED', 'PROCESSING') ORDER BY id LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(iccid)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    pub(super) async fn count_sims_impl(&self, tenant_id: &str, f: &SimFilter) -> Result<i64> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM sims WHERE tenant_id = ");
+        q.push_bind(tenant_id);
+        if let Some(s) = f.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(p) = &f.rate_plan {
+            q.push(" AND rate_plan = ").push_bind(p.clone());
+        }
+        if let Some((n, v)) = &f.custom_field {
+            // n is 1..=5; the column name is never user text.
+            let n = (*n).clamp(1, 5);
+            q.push(format!(" AND custom_field_{n} = "))
+                .push_bind(v.clone());
+        }
+        if let Some(v) = &f.imsi {
+            q.push(" AND imsi = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.msisdn {
+            q.push(" AND msisdn = ").push_bind(v.clone());
+        }
+        Ok(q.build_query_scalar().fetch_one(&self.read).await?)
+    }
+
+    pub(super) async fn count_sim_history_impl(&self, tenant_id: &str, iccid: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM sim_history WHERE tenant_id = ?1 AND iccid = ?2",
+        )
+        .bind(tenant_id)
+        .bind(iccid)
+        .fetch_one(&self.read)
+        .await?)
+    }
+}
