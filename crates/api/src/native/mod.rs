@@ -3,6 +3,7 @@
 //! DTOs live here (not in the store) so the wire format and its OpenAPI
 //! schema are owned by the HTTP layer. Times are RFC 3339 (UTC).
 
+pub mod batch_counts;
 pub mod batches;
 pub mod downloads;
 pub mod esim;
