@@ -21,6 +21,7 @@ both_backends!(
     catalogue_and_templates,
     object_fields_in_csv_cells,
     export_errors,
+    formula_cells_are_inert,
 );
 
 /// Download a path as text, asserting 200 and the content type's start.
@@ -473,4 +474,110 @@ async fn export_errors(b: Backend) {
         .await
         .unwrap();
     assert_eq!(read(r).await.0, 401);
+}
+
+/// Values a spreadsheet would run as formulas (a rate plan, custom fields)
+/// come out of a CSV export behind a single quote and out of an XLSX export
+/// as plain string cells; the CSV re-imports as the very same items.
+async fn formula_cells_are_inert(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.register(&[iccid(1), iccid(2), iccid(3)]).await;
+    let plans = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "+1+cmd|' /C calc'!A0",
+        "'=already quoted",
+    ];
+    let (s, sub) = app
+        .submit(
+            Some("change_rate_plan"),
+            (0..3)
+                .map(|i| json!({"iccid": iccid(i + 1), "rate_plan": plans[i]}))
+                .collect(),
+        )
+        .await;
+    assert_eq!(s, 202, "{sub}");
+    let plan_id = sub["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_batch(&plan_id).await["status"], "COMPLETED");
+    let (s, sub) = app
+        .submit(
+            Some("set_custom_fields"),
+            vec![json!({"iccid": iccid(1), "custom_field_1": "@SUM(1,2)",
+                "custom_field_2": "-2+3", "custom_field_3": "plain"})],
+        )
+        .await;
+    assert_eq!(s, 202, "{sub}");
+    let fields_id = sub["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_batch(&fields_id).await["status"], "COMPLETED");
+
+    // CSV: the risky text cells carry one leading quote; others do not.
+    let text = download(&app, &format!("/v1/batches/{plan_id}/export"), "text/csv").await;
+    let rows = csv_rows(&text);
+    let plan_col = rows[0].iter().position(|c| c == "rate_plan").unwrap();
+    let got: Vec<&str> = rows[1..].iter().map(|r| r[plan_col].as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "'=HYPERLINK(\"http://evil.example\",\"x\")",
+            "'+1+cmd|' /C calc'!A0",
+            "''=already quoted"
+        ]
+    );
+    assert_eq!(rows[1][0], iccid(1), "identifiers are not touched");
+    let text = download(&app, &format!("/v1/batches/{fields_id}/export"), "text/csv").await;
+    let rows = csv_rows(&text);
+    let cell = |name: &str| {
+        let c = rows[0].iter().position(|c| c == name).unwrap();
+        rows[1][c].clone()
+    };
+    assert_eq!(cell("custom_field_1"), "'@SUM(1,2)");
+    assert_eq!(cell("custom_field_2"), "'-2+3");
+    assert_eq!(cell("custom_field_3"), "plain");
+
+    // The SIM export guards its rate plan column too.
+    let sims = csv_rows(&download(&app, "/v1/sims/export", "text/csv").await);
+    let plan_col = sims[0].iter().position(|c| c == "rate_plan").unwrap();
+    assert_eq!(sims[1][plan_col], format!("'{}", plans[0]), "{sims:?}");
+
+    // Re-imported, the quote is gone again: the same items, value for value.
+    let text = download(&app, &format!("/v1/batches/{plan_id}/export"), "text/csv").await;
+    let again = upload_csv(&app, "change_rate_plan", text).await;
+    let again_id = again["id"].as_str().unwrap();
+    app.wait_batch(again_id).await;
+    for id in [&plan_id, &again_id.to_owned()] {
+        let (_, page) = app.get(&format!("/v1/batches/{id}/items")).await;
+        let got: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["params"]["rate_plan"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, plans, "batch {id}");
+    }
+
+    // XLSX: the value is unchanged and a string cell, never a formula.
+    let r = app
+        .req(
+            Method::GET,
+            &format!("/v1/batches/{plan_id}/export?format=xlsx"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes.to_vec())).unwrap();
+    let sheet = book.worksheet_range("export-1").unwrap();
+    let rows: Vec<_> = sheet.rows().collect();
+    let plan_col = rows[0]
+        .iter()
+        .position(|c| *c == Data::String("rate_plan".into()))
+        .unwrap();
+    for (i, plan) in plans.iter().enumerate() {
+        assert_eq!(rows[i + 1][plan_col], Data::String((*plan).into()));
+    }
+    let formulas = book.worksheet_formula("export-1").unwrap();
+    assert!(
+        formulas.used_cells().all(|(_, _, f)| f.is_empty()),
+        "no formula cells"
+    );
 }

@@ -9,6 +9,7 @@ pub mod downloads;
 pub mod esim;
 pub mod events;
 pub mod export;
+pub mod formula;
 pub mod profiles;
 pub mod sims;
 mod upload;
