@@ -972,6 +972,21 @@ async fn cancel(c: &Client, app: &TestApp) {
     wait_text(c, "[data-count=canceled] dd", 10, |t| t == "30").await;
     until(c, "cancel disabled", 10, enabled, |v| v == false).await;
     shot(c, "08-batch-cancelled").await;
+    // The unprocessed split holds the 30 canceled items.
+    c.execute(CAPTURE_DOWNLOADS, vec![]).await.unwrap();
+    c.find(Locator::Id("dl-unprocessed-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let unprocessed = downloaded(c, 0).await;
+    let rows = data_rows(&unprocessed);
+    assert_eq!(rows.len(), 30, "{unprocessed}");
+    assert!(
+        rows.iter().all(|r| r.contains(",CANCELED,")),
+        "{unprocessed}"
+    );
     let (_, b) = app.get(&format!("/v1/batches/{id}")).await;
     assert_eq!(b["status"], "CANCELLED", "{b}");
     assert_eq!(b["counts"]["canceled"], 30, "{b}");

@@ -1,6 +1,7 @@
 //! Downloads through real HTTP, on SQLite and PostgreSQL: batch item exports
 //! (CSV, NDJSON, XLSX) and their re-import, the SIM export, the operation
-//! catalogue and CSV templates, and every error a caller can hit.
+//! catalogue and CSV templates, and every error a caller can hit; and the
+//! CSV files SIM vendors deliver (any column order, extra known columns).
 
 #[macro_use]
 mod common;
@@ -22,6 +23,7 @@ both_backends!(
     object_fields_in_csv_cells,
     export_errors,
     formula_cells_are_inert,
+    vendor_csv_in_any_column_order,
 );
 
 /// Download a path as text, asserting 200 and the content type's start.
@@ -580,4 +582,68 @@ async fn formula_cells_are_inert(b: Backend) {
         formulas.used_cells().all(|(_, _, f)| f.is_empty()),
         "no formula cells"
     );
+}
+
+/// A vendor's delivery file: a byte-order mark, CRLF, the columns in the
+/// vendor's own order with more known fields than iccid, imsi, ki and opc.
+/// It loads as it is; secrets are kept but never shown. A column that is
+/// not a field of the operation is refused by name, and nothing is stored.
+async fn vendor_csv_in_any_column_order(b: Backend) {
+    let app = TestApp::start(b).await;
+    let ki = "465B5CE8B199B49FAA5F0A2EE238A6BC";
+    let opc = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+    let eid = "89049032123451234512345678901235";
+    let mut csv = String::from("\u{feff}opc,msisdn,ki,eid,imsi,rate_plan,iccid\r\n");
+    csv.push_str(&format!(
+        "{opc},+4917000001,{ki},{eid},262019876543210,iot-s,{}\r\n",
+        iccid(1)
+    ));
+    csv.push_str(&format!(
+        "{opc},4917000002,{ki},,262019876543211,,{}\r\n",
+        iccid(2)
+    ));
+    let sub = upload_csv(&app, "register_sim", csv).await;
+    assert_eq!(sub["counts"]["rejected"], 0, "{sub}");
+    let done = app.wait_batch(sub["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let (_, sim) = app.get(&format!("/v1/sims/{}", iccid(1))).await;
+    assert_eq!(sim["imsi"], "262019876543210", "{sim}");
+    assert_eq!(sim["msisdn"], "4917000001", "{sim}");
+    assert_eq!(sim["eid"], eid, "{sim}");
+    assert_eq!(sim["rate_plan"], "iot-s", "{sim}");
+    assert_eq!(sim["has_ki"], true, "{sim}");
+    let shown = sim.to_string().to_ascii_uppercase();
+    assert!(!shown.contains(ki) && !shown.contains(opc), "{sim}");
+
+    // A vendor column that is no field of register_sim: 400 naming it.
+    let before = app.get("/v1/batches").await.1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let r = app
+        .req(Method::POST, "/v1/batches?operation=register_sim")
+        .header("content-type", "text/csv")
+        .body(format!(
+            "iccid,imsi,ki,opc,batch_no\r\n{},262019876543212,{ki},{opc},7\r\n",
+            iccid(3)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = read(r).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["code"], "unknown_column", "{body}");
+    assert_eq!(body["errors"][0]["field"], "batch_no", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("column 5 'batch_no'"),
+        "{body}"
+    );
+    let after = app.get("/v1/batches").await.1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "nothing stored");
 }
