@@ -633,6 +633,25 @@ async fn export_round_trip_failed_quick_path_and_formats() {
         sims.0
     );
     assert_eq!(columns(&sims, &["rate_plan"])[5], ["PLAN-1"]);
+    // With --json: one document naming the file; NDJSON has one line per SIM.
+    let nd = srv.dir.path().join("sims.ndjson");
+    let o = srv
+        .cli(&[
+            "sims",
+            "export",
+            "--format",
+            "ndjson",
+            "-o",
+            nd.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_eq!(code(&o), 0);
+    let doc = json(&o);
+    assert_eq!(doc["format"], "ndjson", "{doc}");
+    let text = std::fs::read_to_string(&nd).unwrap();
+    assert_eq!(doc["bytes"], text.len(), "{doc}");
+    assert_eq!(text.lines().count(), 30);
 
     // Errors: unknown batch (nothing written), --json without -o.
     let none = srv.dir.path().join("none.csv");
