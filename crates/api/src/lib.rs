@@ -59,9 +59,10 @@ pub fn router(state: AppState) -> Router {
 
 /// The whole HTTP application with the given metrics and rate limits.
 pub fn router_with(state: AppState, ops: ops::Ops) -> Router {
-    use native::{batches, downloads, esim, events, profiles, sims, webhooks};
+    use native::{batch_counts, batches, downloads, esim, events, profiles, sims, webhooks};
     let v1 = Router::new()
         .route("/v1/batches", post(batches::submit).get(batches::list))
+        .route("/v1/batches/counts", get(batch_counts::counts))
         .route("/v1/batches/{id}", get(batches::get))
         .route("/v1/batches/{id}/items", get(batches::items))
         .route("/v1/batches/{id}/export", get(downloads::batch_export))

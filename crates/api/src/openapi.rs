@@ -4,7 +4,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{Problem, ProblemItem};
-use crate::native::{self, batches, downloads, esim, events, profiles, sims, webhooks};
+use crate::native::{
+    self, batch_counts, batches, downloads, esim, events, profiles, sims, webhooks,
+};
 
 struct Security;
 
@@ -93,7 +95,7 @@ impl Modify for RateLimited {
         description = "SIM and eSIM batch provisioning: the native API. Errors are RFC 9457 problem+json.",
     ),
     paths(
-        batches::submit, batches::list, batches::get, batches::items, batches::cancel, batches::retry,
+        batches::submit, batches::list, batch_counts::counts, batches::get, batches::items, batches::cancel, batches::retry,
         downloads::batch_export, downloads::operations, downloads::operation_template,
         sims::list, sims::get, sims::history, sims::action, downloads::sims_export,
         events::list,
@@ -108,6 +110,7 @@ impl Modify for RateLimited {
         native::SimDto, native::HistoryDto, native::EventDto, native::WebhookDto, native::DeliveryDto,
         native::BatchPage, native::ItemPage, native::SimPage, native::HistoryPage, native::EventPage,
         native::WebhookList, native::DeliveryList,
+        batch_counts::BatchCountsDto, batch_counts::BatchStateCounts,
         batches::SubmitBatchBody, batches::SubmitResponse, sims::SimOrderResponse, sims::SimAction,
         webhooks::CreateWebhookBody, crate::Health, profiles::ProfileDto,
         downloads::OperationDto, downloads::FieldDto,

@@ -1,20 +1,23 @@
 //! The web console's files over real HTTP, on SQLite and PostgreSQL: served
 //! without authentication, with the right content types and a strict
-//! Content-Security-Policy, and every module the page loads is there.
+//! Content-Security-Policy, and every module the page loads is there; and
+//! the per-state batch counts its Batches page shows.
 
 #[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{read, Backend, TestApp};
+use common::{iccid, read, Backend, TestApp};
 use reqwest::Method;
+use serde_json::json;
 
 both_backends!(
     index_and_assets_load_without_auth,
     strict_csp_and_no_inline_code,
     unknown_files_and_methods_are_problems,
     revalidation_answers_304,
+    batch_counts_per_state,
 );
 
 /// GET without any credentials: status, content type, body.
@@ -230,4 +233,80 @@ async fn revalidation_answers_304(b: Backend) {
         assert_eq!(r.text().await.unwrap(), body);
     }
     app.stop().await;
+}
+
+/// `GET /v1/batches/counts`, which the Batches page's chips show: one count
+/// per state under the list's filters, tenant-scoped, bad filters named.
+async fn batch_counts_per_state(b: Backend) {
+    let app = TestApp::start(b).await;
+    let (s, c) = app.get("/v1/batches/counts").await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(
+        c,
+        json!({"total": 0, "by_status": {"INITIALISING": 0, "PROCESSING": 0,
+            "COMPLETED": 0, "PARTIALLY_COMPLETED": 0, "CANCELLED": 0}})
+    );
+
+    // COMPLETED (register), PARTIALLY_COMPLETED (activate of an unknown SIM).
+    app.register(&[iccid(1)]).await;
+    let (_, sub) = app
+        .submit(Some("activate"), vec![json!({"iccid": iccid(2)})])
+        .await;
+    let failed = app.wait_batch(sub["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "PARTIALLY_COMPLETED", "{failed}");
+    let (_, c) = app.get("/v1/batches/counts").await;
+    assert_eq!(c["total"], 2, "{c}");
+    assert_eq!(c["by_status"]["COMPLETED"], 1, "{c}");
+    assert_eq!(c["by_status"]["PARTIALLY_COMPLETED"], 1, "{c}");
+
+    // The same filters as the list, and the same number of batches.
+    for q in [
+        "operation=activate",
+        "operation=register_sim",
+        "status=completed",
+        "created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z",
+        "created_after=2100-01-01T00:00:00Z",
+    ] {
+        let (s, c) = app.get(&format!("/v1/batches/counts?{q}")).await;
+        assert_eq!(s, 200, "{q}: {c}");
+        let (_, page) = app.get(&format!("/v1/batches?{q}")).await;
+        let listed = page["data"].as_array().unwrap();
+        assert_eq!(c["total"], listed.len(), "{q}: {c}");
+        for batch in listed {
+            let st = batch["status"].as_str().unwrap();
+            assert!(c["by_status"][st].as_i64().unwrap() >= 1, "{q}: {c}");
+        }
+    }
+
+    // Another tenant sees none of them.
+    let r = app
+        .req_as(&app.other, Method::GET, "/v1/batches/counts")
+        .send()
+        .await
+        .unwrap();
+    let (s, c) = read(r).await;
+    assert_eq!((s, c["total"].clone()), (200, json!(0)), "{c}");
+
+    // Bad filters: 400 naming the field; no key: 401.
+    for (q, field) in [
+        ("status=DONE", "status"),
+        ("operation=teleport", "operation"),
+        ("created_after=yesterday", "created_after"),
+        ("created_before=2025-13-01", "created_before"),
+    ] {
+        let (s, body) = app.get(&format!("/v1/batches/counts?{q}")).await;
+        assert_eq!(s, 400, "{q}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{q}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{q}: {body}");
+        // The list answers the same bad filter the same way.
+        let (s, list) = app.get(&format!("/v1/batches?{q}")).await;
+        assert_eq!((s, &list["errors"]), (400, &body["errors"]), "{q}");
+    }
+    let r = app
+        .http
+        .get(format!("{}/v1/batches/counts", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read(r).await.0, 401);
 }

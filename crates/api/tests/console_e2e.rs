@@ -311,6 +311,18 @@ async fn console_upload_watch_and_download_failed() {
         }
         Err(e) => Err(e),
     };
+    // Cancel, on a server without workers so the batch waits for it.
+    let idle = TestApp::start_with(Backend::Sqlite, false).await;
+    let result = match result {
+        Ok(()) => {
+            let k = browser(&driver, &tmp.path().join("cancel"), &dl_dir, false).await;
+            let r = run(&k, "failure-cancel", cancel(&k, &idle)).await;
+            let _ = k.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    idle.stop().await;
     drop(driver);
     app.stop().await;
     if let Err(e) = result {
@@ -479,6 +491,36 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) -> String {
     let b = app.wait_batch(&id).await;
     assert_eq!(b["status"], "COMPLETED", "{b}");
     assert_eq!(b["counts"]["completed"], 997, "{b}");
+    // The item table pages 50 at a time: Next shows indexes 50 to 99, Previous goes back.
+    let first_index =
+        "return document.querySelector('#item-table tbody tr')?.dataset.index ?? null;";
+    until(c, "the first item page", 10, first_index, |v| v == "0").await;
+    c.find(Locator::Id("items-next"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "the second item page", 10, first_index, |v| v == "50").await;
+    assert_eq!(text(c, "#items-page").await, "Page 2");
+    let rows = c
+        .execute(
+            "return document.querySelectorAll('#item-table tbody tr').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, json!(50));
+    c.find(Locator::Id("items-prev"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "back to the first item page", 10, first_index, |v| {
+        v == "0"
+    })
+    .await;
 
     // 6. Downloads: failed (none) and succeeded (all 997), as CSV.
     c.execute(CAPTURE_DOWNLOADS, vec![]).await.unwrap();
@@ -755,6 +797,25 @@ async fn scenario(c: &Client, app: &TestApp, tmp: &Path) -> String {
         |t| t == "0",
     )
     .await;
+    // A state's chip lists the batches in that state (the operation filter kept).
+    c.goto(&format!("{}/#/batches", app.base)).await.unwrap();
+    wait_text(
+        c,
+        "#state-counts [data-state=PARTIALLY_COMPLETED] b",
+        10,
+        |t| t == "2",
+    )
+    .await;
+    c.find(Locator::Css("#state-counts [data-state=COMPLETED] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "the chip's filter", 10, rows_by, |v| {
+        v == &json!(["COMPLETED"])
+    })
+    .await;
 
     // SIM lookup by MSISDN: state, plan, custom fields, history; no secrets.
     c.goto(&format!("{}/#/sims", app.base)).await.unwrap();
@@ -865,4 +926,68 @@ async fn phone(c: &Client, app: &TestApp, id: String) {
             "{name} scrolls sideways at 375 px by {overflow}"
         );
     }
+}
+
+/// The Cancel button: on a batch that is still waiting, confirmed in the
+/// browser's dialog, the batch ends CANCELLED with its items canceled and
+/// the button disabled.
+async fn cancel(c: &Client, app: &TestApp) {
+    let (s, sub) = app
+        .submit(
+            Some("register_sim"),
+            (0..30)
+                .map(|i| json!({ "iccid": iccid(7000 + i) }))
+                .collect(),
+        )
+        .await;
+    assert_eq!(s, 202, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    c.goto(&format!("{}/", app.base)).await.unwrap();
+    let token = c.wait().for_element(Locator::Id("token")).await.unwrap();
+    token.send_keys(&app.token).await.unwrap();
+    c.find(Locator::Id("signin-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("batch-list"))
+        .await
+        .unwrap();
+    c.goto(&format!("{}/#/batches/{id}", app.base))
+        .await
+        .unwrap();
+    wait_text(c, "#batch-status", 10, |t| t == "PROCESSING").await;
+    let enabled = "return !document.getElementById('cancel-batch').disabled;";
+    until(c, "cancel enabled", 10, enabled, |v| v == true).await;
+    c.find(Locator::Id("cancel-batch"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    wait_text(c, "#batch-status", 10, |t| t == "CANCELLED").await;
+    wait_text(c, "[data-count=canceled] dd", 10, |t| t == "30").await;
+    until(c, "cancel disabled", 10, enabled, |v| v == false).await;
+    shot(c, "08-batch-cancelled").await;
+    // The unprocessed split holds the 30 canceled items.
+    c.execute(CAPTURE_DOWNLOADS, vec![]).await.unwrap();
+    c.find(Locator::Id("dl-unprocessed-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let unprocessed = downloaded(c, 0).await;
+    let rows = data_rows(&unprocessed);
+    assert_eq!(rows.len(), 30, "{unprocessed}");
+    assert!(
+        rows.iter().all(|r| r.contains(",CANCELED,")),
+        "{unprocessed}"
+    );
+    let (_, b) = app.get(&format!("/v1/batches/{id}")).await;
+    assert_eq!(b["status"], "CANCELLED", "{b}");
+    assert_eq!(b["counts"]["canceled"], 30, "{b}");
 }

@@ -1,6 +1,7 @@
 //! Downloads through real HTTP, on SQLite and PostgreSQL: batch item exports
 //! (CSV, NDJSON, XLSX) and their re-import, the SIM export, the operation
-//! catalogue and CSV templates, and every error a caller can hit.
+//! catalogue and CSV templates, and every error a caller can hit; and the
+//! CSV files SIM vendors deliver (any column order, extra known columns).
 
 #[macro_use]
 mod common;
@@ -21,6 +22,8 @@ both_backends!(
     catalogue_and_templates,
     object_fields_in_csv_cells,
     export_errors,
+    formula_cells_are_inert,
+    vendor_csv_in_any_column_order,
 );
 
 /// Download a path as text, asserting 200 and the content type's start.
@@ -473,4 +476,174 @@ async fn export_errors(b: Backend) {
         .await
         .unwrap();
     assert_eq!(read(r).await.0, 401);
+}
+
+/// Values a spreadsheet would run as formulas (a rate plan, custom fields)
+/// come out of a CSV export behind a single quote and out of an XLSX export
+/// as plain string cells; the CSV re-imports as the very same items.
+async fn formula_cells_are_inert(b: Backend) {
+    let app = TestApp::start(b).await;
+    app.register(&[iccid(1), iccid(2), iccid(3)]).await;
+    let plans = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "+1+cmd|' /C calc'!A0",
+        "'=already quoted",
+    ];
+    let (s, sub) = app
+        .submit(
+            Some("change_rate_plan"),
+            (0..3)
+                .map(|i| json!({"iccid": iccid(i + 1), "rate_plan": plans[i]}))
+                .collect(),
+        )
+        .await;
+    assert_eq!(s, 202, "{sub}");
+    let plan_id = sub["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_batch(&plan_id).await["status"], "COMPLETED");
+    let (s, sub) = app
+        .submit(
+            Some("set_custom_fields"),
+            vec![json!({"iccid": iccid(1), "custom_field_1": "@SUM(1,2)",
+                "custom_field_2": "-2+3", "custom_field_3": "plain"})],
+        )
+        .await;
+    assert_eq!(s, 202, "{sub}");
+    let fields_id = sub["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_batch(&fields_id).await["status"], "COMPLETED");
+
+    // CSV: the risky text cells carry one leading quote; others do not.
+    let text = download(&app, &format!("/v1/batches/{plan_id}/export"), "text/csv").await;
+    let rows = csv_rows(&text);
+    let plan_col = rows[0].iter().position(|c| c == "rate_plan").unwrap();
+    let got: Vec<&str> = rows[1..].iter().map(|r| r[plan_col].as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "'=HYPERLINK(\"http://evil.example\",\"x\")",
+            "'+1+cmd|' /C calc'!A0",
+            "''=already quoted"
+        ]
+    );
+    assert_eq!(rows[1][0], iccid(1), "identifiers are not touched");
+    let text = download(&app, &format!("/v1/batches/{fields_id}/export"), "text/csv").await;
+    let rows = csv_rows(&text);
+    let cell = |name: &str| {
+        let c = rows[0].iter().position(|c| c == name).unwrap();
+        rows[1][c].clone()
+    };
+    assert_eq!(cell("custom_field_1"), "'@SUM(1,2)");
+    assert_eq!(cell("custom_field_2"), "'-2+3");
+    assert_eq!(cell("custom_field_3"), "plain");
+
+    // The SIM export guards its rate plan column too.
+    let sims = csv_rows(&download(&app, "/v1/sims/export", "text/csv").await);
+    let plan_col = sims[0].iter().position(|c| c == "rate_plan").unwrap();
+    assert_eq!(sims[1][plan_col], format!("'{}", plans[0]), "{sims:?}");
+
+    // Re-imported, the quote is gone again: the same items, value for value.
+    let text = download(&app, &format!("/v1/batches/{plan_id}/export"), "text/csv").await;
+    let again = upload_csv(&app, "change_rate_plan", text).await;
+    let again_id = again["id"].as_str().unwrap();
+    app.wait_batch(again_id).await;
+    for id in [&plan_id, &again_id.to_owned()] {
+        let (_, page) = app.get(&format!("/v1/batches/{id}/items")).await;
+        let got: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["params"]["rate_plan"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, plans, "batch {id}");
+    }
+
+    // XLSX: the value is unchanged and a string cell, never a formula.
+    let r = app
+        .req(
+            Method::GET,
+            &format!("/v1/batches/{plan_id}/export?format=xlsx"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes.to_vec())).unwrap();
+    let sheet = book.worksheet_range("export-1").unwrap();
+    let rows: Vec<_> = sheet.rows().collect();
+    let plan_col = rows[0]
+        .iter()
+        .position(|c| *c == Data::String("rate_plan".into()))
+        .unwrap();
+    for (i, plan) in plans.iter().enumerate() {
+        assert_eq!(rows[i + 1][plan_col], Data::String((*plan).into()));
+    }
+    let formulas = book.worksheet_formula("export-1").unwrap();
+    assert!(
+        formulas.used_cells().all(|(_, _, f)| f.is_empty()),
+        "no formula cells"
+    );
+}
+
+/// A vendor's delivery file: a byte-order mark, CRLF, the columns in the
+/// vendor's own order with more known fields than iccid, imsi, ki and opc.
+/// It loads as it is; secrets are kept but never shown. A column that is
+/// not a field of the operation is refused by name, and nothing is stored.
+async fn vendor_csv_in_any_column_order(b: Backend) {
+    let app = TestApp::start(b).await;
+    let ki = "465B5CE8B199B49FAA5F0A2EE238A6BC";
+    let opc = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+    let eid = "89049032123451234512345678901235";
+    let mut csv = String::from("\u{feff}opc,msisdn,ki,eid,imsi,rate_plan,iccid\r\n");
+    csv.push_str(&format!(
+        "{opc},+4917000001,{ki},{eid},262019876543210,iot-s,{}\r\n",
+        iccid(1)
+    ));
+    csv.push_str(&format!(
+        "{opc},4917000002,{ki},,262019876543211,,{}\r\n",
+        iccid(2)
+    ));
+    let sub = upload_csv(&app, "register_sim", csv).await;
+    assert_eq!(sub["counts"]["rejected"], 0, "{sub}");
+    let done = app.wait_batch(sub["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let (_, sim) = app.get(&format!("/v1/sims/{}", iccid(1))).await;
+    assert_eq!(sim["imsi"], "262019876543210", "{sim}");
+    assert_eq!(sim["msisdn"], "4917000001", "{sim}");
+    assert_eq!(sim["eid"], eid, "{sim}");
+    assert_eq!(sim["rate_plan"], "iot-s", "{sim}");
+    assert_eq!(sim["has_ki"], true, "{sim}");
+    let shown = sim.to_string().to_ascii_uppercase();
+    assert!(!shown.contains(ki) && !shown.contains(opc), "{sim}");
+
+    // A vendor column that is no field of register_sim: 400 naming it.
+    let before = app.get("/v1/batches").await.1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let r = app
+        .req(Method::POST, "/v1/batches?operation=register_sim")
+        .header("content-type", "text/csv")
+        .body(format!(
+            "iccid,imsi,ki,opc,batch_no\r\n{},262019876543212,{ki},{opc},7\r\n",
+            iccid(3)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = read(r).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["code"], "unknown_column", "{body}");
+    assert_eq!(body["errors"][0]["field"], "batch_no", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("column 5 'batch_no'"),
+        "{body}"
+    );
+    let after = app.get("/v1/batches").await.1["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "nothing stored");
 }

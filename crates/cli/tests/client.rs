@@ -255,6 +255,31 @@ async fn submit_wait_watch_batches_sims_and_exit_codes() {
     assert_eq!(code(&o), 0);
     assert_eq!(out(&o).lines().count(), 2, "{}", out(&o));
     assert!(out(&o).lines().nth(1).unwrap().starts_with(&partial));
+    let o = srv.cli(&["batches", "counts", "--json"]).await;
+    assert_eq!(code(&o), 0);
+    let c = json(&o);
+    assert_eq!(c["total"], 3, "{c}");
+    assert_eq!(c["by_status"]["PARTIALLY_COMPLETED"], 1, "{c}");
+    let o = srv
+        .cli(&["batches", "counts", "--operation", "suspend"])
+        .await;
+    assert_eq!(code(&o), 0);
+    assert!(
+        out(&o)
+            .lines()
+            .any(|l| l.split_whitespace().eq(["total", "1"])),
+        "{}",
+        out(&o)
+    );
+    let o = srv
+        .cli(&["batches", "counts", "--created-after", "last week"])
+        .await;
+    assert_eq!(code(&o), 2, "a bad filter is the server refusing: exit 2");
+    assert!(out(&o).is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("created_after"),
+        "the error names the filter"
+    );
     let o = srv.cli(&["batches", "show", &partial, "--json"]).await;
     assert_eq!(
         (code(&o), json(&o)["id"].as_str()),
@@ -608,6 +633,25 @@ async fn export_round_trip_failed_quick_path_and_formats() {
         sims.0
     );
     assert_eq!(columns(&sims, &["rate_plan"])[5], ["PLAN-1"]);
+    // With --json: one document naming the file; NDJSON has one line per SIM.
+    let nd = srv.dir.path().join("sims.ndjson");
+    let o = srv
+        .cli(&[
+            "sims",
+            "export",
+            "--format",
+            "ndjson",
+            "-o",
+            nd.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_eq!(code(&o), 0);
+    let doc = json(&o);
+    assert_eq!(doc["format"], "ndjson", "{doc}");
+    let text = std::fs::read_to_string(&nd).unwrap();
+    assert_eq!(doc["bytes"], text.len(), "{doc}");
+    assert_eq!(text.lines().count(), 30);
 
     // Errors: unknown batch (nothing written), --json without -o.
     let none = srv.dir.path().join("none.csv");

@@ -8,6 +8,7 @@
 //! Secrets (Ki, OPc, confirmation codes, webhook secrets) are encrypted with
 //! [`crypto::Cipher`] before they reach SQL.
 
+mod batch_counts;
 pub mod crypto;
 pub mod model;
 pub mod plan;
@@ -124,6 +125,15 @@ pub trait Store: Send + Sync + 'static {
     /// A page of batches, newest first.
     async fn list_batches(&self, tenant_id: &str, filter: &BatchFilter)
         -> Result<Vec<BatchRecord>>;
+    /// How many of the tenant's batches are in each state, under the
+    /// filter's status, operation and creation-time bounds (its cursor and
+    /// limit are ignored): every state of [`simbatch_core::BatchStatus::ALL`]
+    /// once, in that order, zero when none.
+    async fn count_batches(
+        &self,
+        tenant_id: &str,
+        filter: &BatchFilter,
+    ) -> Result<Vec<(simbatch_core::BatchStatus, i64)>>;
     /// A page of a batch's items, by seq.
     async fn list_items(
         &self,

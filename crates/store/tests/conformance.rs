@@ -111,6 +111,7 @@ conformance!(
     get_item_by_order_id,
     webhook_formats_and_skipped_events,
     dialect_lookups,
+    batch_counts_by_state,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -2646,4 +2647,109 @@ async fn dialect_lookups(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `count_batches`: one count per state, honouring the list filters (status,
+/// operation, created window), ignoring cursor and limit, tenant-scoped.
+async fn batch_counts_by_state(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let other = tenant(&store, "other").await;
+    let count = |f: BatchFilter| {
+        let store = store.clone();
+        let t = t.clone();
+        async move {
+            store
+                .count_batches(&t, &f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(s, n)| (s.as_str(), n))
+                .collect::<Vec<_>>()
+        }
+    };
+    let zero: Vec<(&str, i64)> = BatchStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    assert_eq!(count(BatchFilter::default()).await, zero, "no batches yet");
+
+    let mut times = Vec::new();
+    // 0, 2: register_sim (2 stays PROCESSING), 1: activate, all rejected
+    // (PARTIALLY_COMPLETED), 3: activate, cancelled.
+    for i in 0..4u32 {
+        let (op, rows) = match i {
+            1 => (Operation::Activate, vec![json!({ "iccid": "bad" })]),
+            3 => (Operation::Activate, vec![reg(30)]),
+            _ => (Operation::RegisterSim, vec![reg(i * 10)]),
+        };
+        let b = submit(&store, &t, op, BatchMode::Parallel, &rows).await;
+        if i == 3 {
+            store.cancel_batch(&t, &b.id).await.unwrap().unwrap();
+        }
+        times.push(b.created_at);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    submit(
+        &store,
+        &other,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(99)],
+    )
+    .await;
+
+    let want = |pairs: &[(&str, i64)]| -> Vec<(&'static str, i64)> {
+        BatchStatus::ALL
+            .iter()
+            .map(|s| {
+                let n = pairs
+                    .iter()
+                    .find(|(k, _)| *k == s.as_str())
+                    .map_or(0, |p| p.1);
+                (s.as_str(), n)
+            })
+            .collect()
+    };
+    assert_eq!(
+        count(BatchFilter {
+            limit: 1,
+            before_id: Some("0".into()),
+            ..Default::default()
+        })
+        .await,
+        want(&[
+            ("PROCESSING", 2),
+            ("PARTIALLY_COMPLETED", 1),
+            ("CANCELLED", 1)
+        ]),
+        "every batch of the tenant, cursor and limit ignored"
+    );
+    assert_eq!(
+        count(BatchFilter {
+            operation: Some(Operation::Activate),
+            ..Default::default()
+        })
+        .await,
+        want(&[("PARTIALLY_COMPLETED", 1), ("CANCELLED", 1)])
+    );
+    assert_eq!(
+        count(BatchFilter {
+            status: Some(BatchStatus::Processing),
+            ..Default::default()
+        })
+        .await,
+        want(&[("PROCESSING", 2)])
+    );
+    assert_eq!(
+        count(BatchFilter {
+            created_after: Some(times[1]),
+            created_before: Some(times[3]),
+            ..Default::default()
+        })
+        .await,
+        want(&[("PROCESSING", 1), ("PARTIALLY_COMPLETED", 1)]),
+        "created_after inclusive, created_before exclusive"
+    );
+    let theirs = store
+        .count_batches(&other, &BatchFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(theirs.iter().map(|p| p.1).sum::<i64>(), 1, "tenant-scoped");
 }

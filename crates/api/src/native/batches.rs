@@ -1,5 +1,5 @@
 //! `/v1/batches`: submit (JSON, or streamed CSV / NDJSON), list, read,
-//! items, cancel, retry.
+//! items, cancel, retry (per-state counts: [`super::batch_counts`]).
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -15,7 +15,7 @@ use simbatch_store::{BatchFilter, ItemFilter};
 use utoipa::{IntoParams, ToSchema};
 
 use super::upload::{self, Format};
-use super::{page_size, parse_rfc3339, BatchDto, BatchPage, ItemDto, ItemPage, RejectedItemDto};
+use super::{page_size, BatchDto, BatchPage, ItemDto, ItemPage, RejectedItemDto};
 use crate::auth::Auth;
 use crate::error::{payload_too_large, ApiError, ApiResult, Problem};
 use crate::idempotency::{self, Answer};
@@ -362,28 +362,7 @@ pub async fn list(
     query: Result<Query<ListBatchesQuery>, QueryRejection>,
 ) -> ApiResult<Json<BatchPage>> {
     let Query(q) = query?;
-    let bad = |m: &str| ApiError::bad_request("invalid_query", m.to_owned());
     let filter = BatchFilter {
-        status: q
-            .status
-            .as_deref()
-            .map(|s| BatchStatus::parse(s.trim()).ok_or_else(|| bad("unknown status")))
-            .transpose()?,
-        operation: q
-            .operation
-            .as_deref()
-            .map(|s| super::parse_operation(s).ok_or_else(|| bad("unknown operation")))
-            .transpose()?,
-        created_after: q
-            .created_after
-            .as_deref()
-            .map(|v| parse_rfc3339("created_after", v))
-            .transpose()?,
-        created_before: q
-            .created_before
-            .as_deref()
-            .map(|v| parse_rfc3339("created_before", v))
-            .transpose()?,
         before_id: q
             .cursor
             .map(|c| {
@@ -393,6 +372,12 @@ pub async fn list(
             })
             .transpose()?,
         limit: page_size(q.limit)?,
+        ..super::batch_counts::filter(
+            q.status.as_deref(),
+            q.operation.as_deref(),
+            q.created_after.as_deref(),
+            q.created_before.as_deref(),
+        )?
     };
     let page = st.service.list_batches(&tenant, filter).await?;
     Ok(Json(BatchPage {

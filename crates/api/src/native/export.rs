@@ -10,6 +10,9 @@
 //! An item export carries the operation's parameter columns (never a secret)
 //! followed by `result_*` columns. The CSV and NDJSON importers ignore
 //! `result_*` columns, so an export re-imports as a new batch unchanged.
+//!
+//! Text that a spreadsheet could run as a formula is guarded in CSV and XLSX
+//! (see [`super::formula`]); the CSV importer undoes the guard.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -206,7 +209,7 @@ impl Cell {
     fn csv(&self) -> String {
         match self {
             Self::Empty => String::new(),
-            Self::Text(s) => s.clone(),
+            Self::Text(s) => super::formula::guard(s),
             Self::Integer(i) => i.to_string(),
             Self::Time(ms) => rfc3339(*ms),
             Self::Bool(b) => b.to_string(),
@@ -613,6 +616,8 @@ fn write_xlsx(
     let columns = source.columns();
     let bold = XFormat::new().set_bold();
     let text = XFormat::new().set_num_format("@");
+    // Text that a spreadsheet could take for a formula once edited.
+    let guarded = XFormat::new().set_num_format("@").set_quote_prefix();
     let when = XFormat::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     let mut wb = Workbook::new();
     let mut sheet_no = 0u32;
@@ -648,7 +653,12 @@ fn write_xlsx(
                 match cell {
                     Cell::Empty => {}
                     Cell::Text(s) => {
-                        ws.write_string_with_format(row_no, c, s, &text)?;
+                        let f = if super::formula::is_risky(s) {
+                            &guarded
+                        } else {
+                            &text
+                        };
+                        ws.write_string_with_format(row_no, c, s, f)?;
                     }
                     Cell::Integer(i) => {
                         ws.write_number(row_no, c, *i as f64)?;
@@ -723,6 +733,17 @@ mod tests {
         }
         let all = param_columns(None);
         assert_eq!(all.iter().filter(|c| **c == "iccid").count(), 1);
+    }
+
+    #[test]
+    fn csv_text_cells_are_guarded_other_cells_are_not() {
+        assert_eq!(
+            Cell::Text("=HYPERLINK(\"x\")".into()).csv(),
+            "'=HYPERLINK(\"x\")"
+        );
+        assert_eq!(Cell::Text("plan-a".into()).csv(), "plan-a");
+        assert_eq!(Cell::Integer(-5).csv(), "-5");
+        assert_eq!(Cell::Bool(true).csv(), "true");
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! DTOs live here (not in the store) so the wire format and its OpenAPI
 //! schema are owned by the HTTP layer. Times are RFC 3339 (UTC).
 
+pub mod batch_counts;
 pub mod batches;
 pub mod downloads;
 pub mod esim;
 pub mod events;
 pub mod export;
+pub mod formula;
 pub mod profiles;
 pub mod sims;
 mod upload;

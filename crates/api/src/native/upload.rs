@@ -13,6 +13,9 @@
 //!   REJECTED item (`malformed_json` / `invalid_type`).
 //! - Both ignore `result_*` columns and keys: those are what an export adds
 //!   (see [`super::export`]), so an export uploads again as it is.
+//! - CSV: a cell an export guarded against formula injection (`'` before a
+//!   leading `=`, `+`, `-`, `@`, tab or CR) loses that one quote again
+//!   (see [`super::formula`]).
 
 use axum::body::{Body, BodyDataStream};
 use bytes::{Buf, BytesMut};
@@ -295,10 +298,11 @@ async fn feed(
     Ok(())
 }
 
-/// A CSV cell as a JSON value: text, except in an object field, where a cell
+/// A CSV cell as a JSON value (formula guard removed): text, except in an object field, where a cell
 /// holding a JSON object is that object (anything else stays text, and the
 /// item is then rejected naming the field).
 fn csv_cell(op: Option<Operation>, name: &str, cell: String) -> Value {
+    let cell = super::formula::unguard(cell);
     let is_object = |o: &Operation| {
         o.fields()
             .iter()

@@ -1,4 +1,4 @@
-//! `simbatch batches list|show|cancel|retry` and `simbatch sims show|export`.
+//! `simbatch batches list|counts|show|cancel|retry` and `simbatch sims show|export`.
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -25,6 +25,18 @@ pub enum BatchesAction {
         /// The `next_cursor` of the previous page.
         #[arg(long)]
         cursor: Option<String>,
+    },
+    /// How many batches are in each state (the list's filters, no paging).
+    Counts {
+        /// Only this operation.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Created at or after (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        created_after: Option<String>,
+        /// Created before (RFC 3339).
+        #[arg(long)]
+        created_before: Option<String>,
     },
     /// Show one batch.
     Show {
@@ -112,6 +124,37 @@ fn list_lines(page: &Value) -> Vec<String> {
     out
 }
 
+/// The counts query string.
+fn counts_query(operation: Option<&str>, after: Option<&str>, before: Option<&str>) -> String {
+    let q: Vec<String> = [
+        ("operation", operation),
+        ("created_after", after),
+        ("created_before", before),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+    .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+/// `STATE  N` lines in lifecycle order, then the total.
+fn counts_lines(c: &Value) -> Vec<String> {
+    let mut out: Vec<String> = simbatch_core::BatchStatus::ALL
+        .iter()
+        .map(|s| {
+            let n = c["by_status"][s.as_str()].as_i64().unwrap_or(0);
+            format!("{:<19}  {n:>8}", s.as_str())
+        })
+        .collect();
+    let total = c["total"].as_i64().unwrap_or(0);
+    out.push(format!("{:<19}  {total:>8}", "total"));
+    out
+}
+
 /// `key: value` lines of a JSON object's fields.
 pub fn field_lines(v: &Value) -> Vec<String> {
     v.as_object()
@@ -174,6 +217,26 @@ pub async fn run(r: &Remote, action: BatchesAction) -> Result<Outcome, ClientErr
             show(r, &b, Some(summary_line(&b)));
             Ok(Outcome::Success)
         }
+        BatchesAction::Counts {
+            operation,
+            created_after,
+            created_before,
+        } => {
+            let q = counts_query(
+                operation.as_deref(),
+                created_after.as_deref(),
+                created_before.as_deref(),
+            );
+            let c = r.get(&format!("/v1/batches/counts{q}")).await?;
+            if r.json {
+                print_json(&c);
+            } else {
+                for l in counts_lines(&c) {
+                    println!("{l}");
+                }
+            }
+            Ok(Outcome::Success)
+        }
         BatchesAction::Retry { id, wait } => {
             let b = r.post(&format!("/v1/batches/{}/retry", seg(&id))).await?;
             let new_id = b["id"].as_str().unwrap_or_default().to_owned();
@@ -223,6 +286,23 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("b1 ") && lines[1].contains("(mixed)"));
         assert_eq!(lines[2], "next page: --cursor c1");
+        assert_eq!(counts_query(None, None, None), "");
+        assert_eq!(
+            counts_query(Some("activate"), Some("2026-01-01T00:00:00+01:00"), None),
+            "?operation=activate&created_after=2026-01-01T00%3A00%3A00%2B01%3A00"
+        );
+        let c = json!({"total": 3, "by_status": {"PROCESSING": 1, "COMPLETED": 2}});
+        assert_eq!(
+            counts_lines(&c),
+            [
+                "INITIALISING                0",
+                "PROCESSING                  1",
+                "COMPLETED                   2",
+                "PARTIALLY_COMPLETED         0",
+                "CANCELLED                   0",
+                "total                       3"
+            ]
+        );
         let mut fields = field_lines(&json!({"iccid": "89", "has_ki": true}));
         fields.sort();
         assert_eq!(fields, ["has_ki: true", "iccid: 89"]);

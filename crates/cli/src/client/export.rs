@@ -19,7 +19,7 @@ use super::Outcome;
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// CSV: the operation's columns, then result_status, result_code, result_reason.
+    /// CSV: the operation's columns, then the result_* columns (text cells guarded against spreadsheet formulas).
     Csv,
     /// Excel workbook.
     Xlsx,
@@ -50,7 +50,7 @@ pub enum StatusFilter {
     Rejected,
     /// Same as completed.
     Succeeded,
-    /// Not run: rejected or canceled.
+    /// Did not run: approved, processing or canceled (rejected items are `rejected`).
     Unprocessed,
     /// Waiting to run.
     Approved,

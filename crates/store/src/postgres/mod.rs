@@ -5,6 +5,7 @@
 //!
 //! - [`misc`]: tenants, keys, templates, SIM reads, events, idempotency, metrics;
 //! - [`batches`]: batch creation, items, sealing, listing, cancel and retry;
+//! - [`counts`]: batches per state under the list filters;
 //! - [`engine`]: claim, complete, retention and the benchmark floor;
 //! - [`webhooks`]: endpoints, due deliveries and the delivery log.
 //!
@@ -14,6 +15,7 @@
 //! transaction.
 
 mod batches;
+mod counts;
 mod dialect;
 mod engine;
 mod lookups;
@@ -194,6 +196,13 @@ impl Store for PgStore {
         filter: &BatchFilter,
     ) -> Result<Vec<BatchRecord>> {
         self.list_batches_impl(tenant_id, filter).await
+    }
+    async fn count_batches(
+        &self,
+        tenant_id: &str,
+        filter: &BatchFilter,
+    ) -> Result<Vec<(simbatch_core::BatchStatus, i64)>> {
+        self.count_batches_impl(tenant_id, filter).await
     }
     async fn list_items(
         &self,

@@ -4,6 +4,7 @@
 //! writers never deadlock on lock upgrades) and a small pool of readers.
 
 mod batches;
+mod counts;
 mod dialect;
 mod engine;
 mod lookups;
@@ -184,6 +185,13 @@ impl Store for SqliteStore {
         filter: &BatchFilter,
     ) -> Result<Vec<BatchRecord>> {
         self.list_batches_impl(tenant_id, filter).await
+    }
+    async fn count_batches(
+        &self,
+        tenant_id: &str,
+        filter: &BatchFilter,
+    ) -> Result<Vec<(simbatch_core::BatchStatus, i64)>> {
+        self.count_batches_impl(tenant_id, filter).await
     }
     async fn list_items(
         &self,

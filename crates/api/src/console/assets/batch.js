@@ -33,9 +33,9 @@ export function render(main, { id, query: qp }, go) {
     h('option', { value: '' }, 'All'), ITEM_STATUSES.map((s) => h('option', { value: s }, s)));
   itemStatus.value = qp.get('status') || '';
   const items = h('div', { id: 'items' });
-  const prev = h('button', { type: 'button', class: 'secondary', disabled: true }, '← Previous');
-  const next = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Next →');
-  const pageInfo = h('span', { class: 'muted' });
+  const prev = h('button', { type: 'button', class: 'secondary', id: 'items-prev', disabled: true }, '← Previous');
+  const next = h('button', { type: 'button', class: 'secondary', id: 'items-next', disabled: true }, 'Next →');
+  const pageInfo = h('span', { class: 'muted', id: 'items-page' });
 
   main.append(
     h('p', {}, h('a', { href: '#/batches' }, '← All batches')),
