@@ -8,7 +8,7 @@
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use rust_xlsxwriter::{Format, Workbook, XlsxError};
+use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 
 use super::wire::ItemView;
 
@@ -61,18 +61,30 @@ pub fn workbook(batch_code: &str, items: &[ItemView]) -> Result<Vec<u8>, XlsxErr
     }
     for (r, it) in items.iter().enumerate() {
         let row = r as u32 + 1;
-        ws.write_string(row, 0, batch_code)?;
-        ws.write_string(row, 1, &it.iccid)?;
-        ws.write_string(row, 2, it.eid.as_deref().unwrap_or(""))?;
+        text(ws, row, 0, batch_code)?;
+        text(ws, row, 1, &it.iccid)?;
+        text(ws, row, 2, it.eid.as_deref().unwrap_or(""))?;
         ws.write_boolean(row, 3, it.success)?;
-        ws.write_string(row, 4, it.activation_code.as_deref().unwrap_or(""))?;
-        ws.write_string(row, 5, &it.error_reason)?;
-        ws.write_string(row, 6, it.error_code.as_deref().unwrap_or(""))?;
+        text(ws, row, 4, it.activation_code.as_deref().unwrap_or(""))?;
+        text(ws, row, 5, &it.error_reason)?;
+        text(ws, row, 6, it.error_code.as_deref().unwrap_or(""))?;
     }
     ws.set_column_width(1, 24)?;
     ws.set_column_width(4, 60)?;
     ws.set_column_width(5, 60)?;
     wb.save_to_buffer()
+}
+
+/// A text cell: always a string cell, never a formula. Text a spreadsheet
+/// would read as a formula once edited (an error reason echoing input) also
+/// gets the quote-prefix style, as the native exports do.
+fn text(ws: &mut Worksheet, row: u32, col: u16, v: &str) -> Result<(), XlsxError> {
+    if crate::native::formula::is_risky(v) {
+        ws.write_string_with_format(row, col, v, &Format::new().set_quote_prefix())?;
+    } else {
+        ws.write_string(row, col, v)?;
+    }
+    Ok(())
 }
 
 /// The file as an attachment.
@@ -109,6 +121,33 @@ mod tests {
         }];
         let bytes = workbook("B1", &items).unwrap();
         assert_eq!(&bytes[..2], b"PK");
+    }
+
+    #[test]
+    fn formula_like_text_stays_text() {
+        use calamine::{Data, Reader, Xlsx};
+        let items = vec![ItemView {
+            success: false,
+            error_reason: "=HYPERLINK(\"http://x\")".into(),
+            error_code: Some("iccid_invalid_length".into()),
+            iccid: "@SUM(A1)".into(),
+            eid: None,
+            activation_code: None,
+            status: ItemStatus::Failed,
+            ac_link: None,
+        }];
+        let bytes = workbook("B1", &items).unwrap();
+        let mut book: Xlsx<_> =
+            calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+        let rows = book.worksheet_range("results").unwrap();
+        assert_eq!(rows.get((1, 1)), Some(&Data::String("@SUM(A1)".into())));
+        assert_eq!(
+            rows.get((1, 5)),
+            Some(&Data::String("=HYPERLINK(\"http://x\")".into()))
+        );
+        assert_eq!(rows.get((1, 3)), Some(&Data::Bool(false)));
+        let formulas = book.worksheet_formula("results").unwrap();
+        assert!(formulas.used_cells().all(|(_, _, f)| f.is_empty()));
     }
 
     #[test]
