@@ -141,6 +141,13 @@ impl Tlv {
         self.tag.len() + len_bytes + content
     }
 
+    /// Length of the tag and length octets: where the contents start,
+    /// relative to the element's first byte.
+    pub fn header_len(&self) -> usize {
+        let trailer = if self.is_indefinite() { 2 } else { 0 };
+        self.encoded_len() - self.content_len() - trailer
+    }
+
     /// Append this element's encoding to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.tag);
@@ -336,6 +343,9 @@ mod tests {
         assert_eq!(tree.len(), 2);
         assert_eq!(encode_all(&tree), bytes);
         assert_eq!(tree[1].children().len(), 2);
+        assert_eq!(tree[0].header_len(), 3);
+        assert_eq!(tree[1].header_len(), 2);
+        assert_eq!(tree[1].children()[1].header_len(), 2);
     }
 
     #[test]
