@@ -8,8 +8,9 @@
 //!
 //! The values whose files may change shape (MSISDN, IMPI, IMPU: a value may
 //! be shorter or longer than the template's, and a file may grow) are
-//! written into a copy of the one ProfileElement that holds the file, which
-//! is re-encoded and spliced in. No other part of the tree is copied.
+//! written into a copy of that one file field, which is re-encoded and
+//! spliced in; the length octets of the ProfileElement around it are
+//! rewritten for its new size. No other part of the tree is copied.
 //!
 //! [`crate::personalise::personalise_reference`] does the same on a copy of
 //! the whole tree; the tests check that both give the same bytes.
@@ -33,6 +34,21 @@ pub(crate) struct CodeSlot {
     pub value: Option<Range<usize>>,
 }
 
+/// A file whose value may change its size: where it and its element are.
+#[derive(Debug, Clone)]
+pub(crate) struct VarFile {
+    /// Index of the top-level element holding it.
+    pub element: usize,
+    /// Index of the file field among the element's children.
+    pub field: usize,
+    /// The file field's encoding (tag to end).
+    pub span: Range<usize>,
+    /// The element's tag and length octets.
+    pub element_header: Range<usize>,
+    /// The element's content length.
+    pub element_content: usize,
+}
+
 /// Where personalisation writes, in one template's encoding.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -52,12 +68,12 @@ pub(crate) struct Plan {
     pub aka: Vec<(Range<usize>, Range<usize>)>,
     /// Every PIN and PUK entry.
     pub codes: Vec<CodeSlot>,
-    /// The element holding EF.MSISDN, if any (or why it cannot be used).
-    pub msisdn: Result<Option<usize>, PackageError>,
-    /// The element holding EF.IMPI.
-    pub impi: Result<Option<usize>, PackageError>,
-    /// The element holding EF.IMPU.
-    pub impu: Result<Option<usize>, PackageError>,
+    /// EF.MSISDN, if the template has it (or why it cannot be used).
+    pub msisdn: Result<Option<VarFile>, PackageError>,
+    /// EF.IMPI.
+    pub impi: Result<Option<VarFile>, PackageError>,
+    /// EF.IMPU.
+    pub impu: Result<Option<VarFile>, PackageError>,
 }
 
 fn template(reason: &str) -> PackageError {
@@ -75,10 +91,10 @@ struct Locator<'a> {
     spans: &'a [Range<usize>],
 }
 
-impl Locator<'_> {
-    /// The contents' byte range of the node at `path` (top-level element
-    /// index, then child indices), checked against the node's bytes.
-    fn value(&self, path: &[usize]) -> Result<Range<usize>, PackageError> {
+impl<'a> Locator<'a> {
+    /// The node at `path` (top-level element index, then child indices) and
+    /// the offset of its first byte.
+    fn node(&self, path: &[usize]) -> Result<(&'a Tlv, usize), PackageError> {
         let (&first, rest) = path.split_first().ok_or_else(|| template("empty path"))?;
         let mut node = &self.elements[first];
         let mut start = self.spans[first].start;
@@ -90,11 +106,38 @@ impl Locator<'_> {
             node = &node.children()[i];
             start = at;
         }
+        Ok((node, start))
+    }
+
+    /// The contents' byte range of the primitive node at `path`.
+    fn value(&self, path: &[usize]) -> Result<Range<usize>, PackageError> {
+        let (node, start) = self.node(path)?;
         let from = start + node.header_len();
         let bytes = node
             .bytes()
             .ok_or_else(|| template("a value slot is not primitive"))?;
         Ok(from..from + bytes.len())
+    }
+
+    /// Where the variable-size file `f` is, if the template has it.
+    fn var_file(&self, p: &Package, f: FileRef) -> Result<Option<VarFile>, PackageError> {
+        if p.file(f)?.is_none() {
+            return Ok(None);
+        }
+        let Some(element) = self.elements.iter().position(|e| e.tag == [f.element]) else {
+            return Ok(None);
+        };
+        let e = &self.elements[element];
+        let field = idx(e, f.field).ok_or_else(|| template("file field vanished"))?;
+        let (file, start) = self.node(&[element, field])?;
+        let at = self.spans[element].start;
+        Ok(Some(VarFile {
+            element,
+            field,
+            span: start..start + file.encoded_len(),
+            element_header: at..at + e.header_len(),
+            element_content: e.content_len(),
+        }))
     }
 }
 
@@ -126,9 +169,9 @@ impl Plan {
             ef_acc: ef_acc.ok_or_else(|| template("no EF.ACC"))??,
             aka: Vec::new(),
             codes: Vec::new(),
-            msisdn: element_of(p, EF_MSISDN),
-            impi: element_of(p, EF_IMPI),
-            impu: element_of(p, EF_IMPU),
+            msisdn: loc.var_file(p, EF_MSISDN),
+            impi: loc.var_file(p, EF_IMPI),
+            impu: loc.var_file(p, EF_IMPU),
             bytes: Vec::new(),
             spans: Vec::new(),
         };
@@ -227,14 +270,6 @@ fn leading_path(elements: &[Tlv], f: FileRef) -> Option<Vec<usize>> {
         .position(|c| c.tag == [0x83] || c.tag == [0x82])
         .filter(|c| file.children()[*c].tag == [0x83])?;
     Some(vec![e, field, c])
-}
-
-/// The index of the element holding file `f`, if it has the file.
-fn element_of(p: &Package, f: FileRef) -> Result<Option<usize>, PackageError> {
-    if p.file(f)?.is_none() {
-        return Ok(None);
-    }
-    Ok(p.elements().iter().position(|e| e.tag == [f.element]))
 }
 
 /// Overwrite `range` of `out` with `value`, which has the slot's length

@@ -6,6 +6,8 @@
 //! exception is a file too small for its value (a long IMPI or IMPU): it
 //! grows, as [`crate::files`] describes, so its FCP changes too.
 
+use std::ops::Range;
+
 use thiserror::Error;
 
 use crate::encoding as enc;
@@ -14,7 +16,7 @@ use crate::package::{
     self, key_ref, pe, FileRef, Package, PackageError, EF_ACC, EF_ICCID, EF_IMPI, EF_IMPU, EF_IMSI,
     EF_MSISDN,
 };
-use crate::patch::put;
+use crate::patch::{put, VarFile};
 use crate::tlv::Tlv;
 
 /// One subscriber's values. Secrets (Ki, OPc, codes) are not printed by `Debug`.
@@ -200,7 +202,7 @@ const VARIABLE: [FileRef; 3] = [EF_MSISDN, EF_IMPI, EF_IMPU];
 /// Personalise an already parsed template: the fast path when one template
 /// serves many items (see [`crate::patch`]). Copies the template's bytes,
 /// overwrites the fixed-size values in place and splices in the re-encoded
-/// elements of MSISDN, IMPI and IMPU.
+/// file fields of MSISDN, IMPI and IMPU.
 pub fn personalise_package(
     template: &Package,
     inputs: &Inputs,
@@ -229,28 +231,38 @@ pub fn personalise_package(
             return Err(no_code(c));
         }
     }
-    // Variable files: edit a copy of the element that holds each one.
-    let mut edited: Vec<(usize, Tlv)> = Vec::new();
+    // Variable files: edit a copy of each file field, splice it in, and give
+    // its element the length octets of its new size.
+    let mut splices: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut resized: Vec<(&VarFile, isize)> = Vec::new();
     for (f, at) in VARIABLE.iter().zip([&plan.msisdn, &plan.impi, &plan.impu]) {
         if !v.gives(*f) {
             continue;
         }
-        let Some(i) = at.clone()? else { continue };
-        let k = match edited.iter().position(|(j, _)| *j == i) {
-            Some(k) => k,
-            None => {
-                edited.push((i, template.elements()[i].clone()));
-                edited.len() - 1
-            }
+        let Some(vf) = at.as_ref().map_err(Clone::clone)? else {
+            continue;
         };
-        if let Some(file) = package::file_in_mut(&mut edited[k].1, *f)? {
-            v.write_variable(file, *f)?;
+        let mut file = template.elements()[vf.element].children()[vf.field].clone();
+        v.write_variable(&mut file, *f)?;
+        let bytes = file.encode();
+        let delta = bytes.len() as isize - vf.span.len() as isize;
+        match resized.iter_mut().find(|(g, _)| g.element == vf.element) {
+            Some((_, d)) => *d += delta,
+            None => resized.push((vf, delta)),
+        }
+        splices.push((vf.span.clone(), bytes));
+    }
+    for (vf, delta) in resized {
+        if delta != 0 {
+            let content = vf.element_content.saturating_add_signed(delta);
+            let header = template.elements()[vf.element].header_for(content);
+            splices.push((vf.element_header.clone(), header));
         }
     }
-    // Later elements first, so earlier spans stay where the plan has them.
-    edited.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
-    for (i, e) in edited {
-        out.splice(plan.spans[i].clone(), e.encode());
+    // Later ranges first, so earlier ones stay where the plan has them.
+    splices.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    for (range, bytes) in splices {
+        out.splice(range, bytes);
     }
     Ok(out)
 }
