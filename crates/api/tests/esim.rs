@@ -619,7 +619,6 @@ async fn es2plus_cancel_order(b: Backend) {
     app.stop().await;
 }
 
-/// Decode a QR code from a greyscale PNG.
 /// The states of profiles 1 to 5.
 async fn states(app: &TestApp) -> Vec<String> {
     let mut v = Vec::new();
@@ -721,6 +720,7 @@ async fn es2plus_repeated_calls_execute_once(b: Backend) {
     app.stop().await;
 }
 
+/// Decode a QR code from a greyscale PNG.
 fn decode_qr(png_bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().unwrap();
