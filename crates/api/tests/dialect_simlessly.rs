@@ -19,7 +19,7 @@ both_backends!(
     auth_refusals,
     request_refusals,
     item_failures_are_reported_per_item,
-    golden_generate_seed_verbatim_names_what_does_not_fit,
+    golden_generate_seed_verbatim_grows_what_does_not_fit,
     wrong_tenant_sees_nothing,
     result_links,
     concurrent_clients,
@@ -218,26 +218,41 @@ fn is_ac(ac: &str, with_cc: bool) -> bool {
     head_ok && (ac.ends_with("$$1") == with_cc)
 }
 
-/// The seed's IMPI and IMPU (51 and 55 bytes) are longer than EF.IMPI and
-/// EF.IMPU in every GSMA TS.48 test template (32 bytes): sent verbatim, the
-/// batch completes and its one item fails naming `impi`, with nothing stored.
-async fn golden_generate_seed_verbatim_names_what_does_not_fit(backend: Backend) {
+/// The seed's IMPI (51 bytes as EF.IMPI stores it) is longer than EF.IMPI
+/// in every GSMA TS.48 test template (32 bytes): sent verbatim, the file
+/// grows, as an SM-DP+ back end does, and the item succeeds with both IMS
+/// identities in its package.
+async fn golden_generate_seed_verbatim_grows_what_does_not_fit(backend: Backend) {
     let app = start(backend).await;
     let code = generate(&app, &app.token, SEED_GENERATE).await;
     let obj = wait_complete(&app, &app.token, &code).await;
     let info = &obj["batchTaskInfo"];
     assert_eq!(info["status"], "COMPLETE", "{obj}");
-    assert_eq!((&info["total"], &info["failedNum"]), (&json!(1), &json!(1)));
-    let r = &obj["results"][0];
-    assert_eq!(r["success"], false);
-    assert_eq!(r["errorCode"], "invalid_value");
-    let reason = r["errorReason"].as_str().unwrap();
-    assert!(
-        reason.starts_with("impi: EF.IMPI holds at most 32 bytes"),
-        "{reason}"
+    assert_eq!(
+        (&info["total"], &info["succeedNum"], &info["failedNum"]),
+        (&json!(1), &json!(1), &json!(0)),
+        "{obj}"
     );
-    let (s, _) = app.get("/v1/profiles/89860468152080349618").await;
-    assert_eq!(s, 404, "nothing stored for a failed item");
+    assert_eq!(obj["results"][0]["success"], true, "{obj}");
+    let r = app
+        .req(
+            reqwest::Method::GET,
+            "/v1/profiles/89860468152080349618/package",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = simbatch_saip::Package::parse(&r.bytes().await.unwrap())
+        .unwrap()
+        .values();
+    assert_eq!(
+        (v.impi.as_deref(), v.impu.as_deref()),
+        (
+            Some("260036614799000@ims.mnc006.mcc260.3gppnetwork.org"),
+            Some("sip:260036614799000@ims.mnc006.mcc260.3gppnetwork.org")
+        )
+    );
     app.stop().await;
 }
 

@@ -15,6 +15,7 @@ both_backends!(
     es2plus_confirm_order,
     es2plus_release_profile,
     es2plus_cancel_order,
+    es2plus_repeated_calls_execute_once,
     profile_read_and_qr_code,
     expired_profiles_become_unavailable,
 );
@@ -77,10 +78,17 @@ fn header(call: &str) -> Value {
 }
 
 /// Call an ES2+ function as `token`; an executed function answers 200 JSON
-/// with the protocol header echoed.
-async fn es2_as(app: &TestApp, token: &str, function: &str, mut body: Value) -> Value {
+/// with the protocol header echoed. Without a `header`, the call gets one
+/// with a new functionCallIdentifier.
+async fn es2_as(app: &TestApp, token: &str, function: &str, body: Value) -> Value {
+    let text = es2_text(app, token, function, body).await;
+    serde_json::from_str(&text).unwrap()
+}
+
+/// As [`es2_as`], the answer's exact text.
+async fn es2_text(app: &TestApp, token: &str, function: &str, mut body: Value) -> String {
     if body.get("header").is_none() {
-        body["header"] = header("call-1");
+        body["header"] = header(&uuid::Uuid::new_v4().to_string());
     }
     let r = app
         .req_as(
@@ -98,9 +106,10 @@ async fn es2_as(app: &TestApp, token: &str, function: &str, mut body: Value) -> 
         .to_str()
         .unwrap()
         .starts_with("application/json"));
-    let (status, out) = read(r).await;
-    assert_eq!(status, 200, "{out}");
-    out
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    text
 }
 
 async fn es2(app: &TestApp, function: &str, body: Value) -> Value {
@@ -607,6 +616,107 @@ async fn es2plus_cancel_order(b: Backend) {
     assert_eq!(profile(&app, 2).await["state"], "UNAVAILABLE");
     let out = es2(&app, "downloadOrder", json!({"iccid": iccid(2)})).await;
     assert_failed(&out, "8.2.1", "3.3");
+    app.stop().await;
+}
+
+/// The states of profiles 1 to 5.
+async fn states(app: &TestApp) -> Vec<String> {
+    let mut v = Vec::new();
+    for n in 1..=5 {
+        v.push(profile(app, n).await["state"].as_str().unwrap().to_owned());
+    }
+    v
+}
+
+/// A call repeated with the same functionRequesterIdentifier and
+/// functionCallIdentifier is executed once and answered the same; reused
+/// identifiers with other fields are refused; other requesters and tenants
+/// have their own identifiers; concurrent repeats run once.
+async fn es2plus_repeated_calls_execute_once(b: Backend) {
+    let app = start(b).await;
+    stock(&app, &[1, 2, 3, 4, 5]).await;
+    let order = |call: &str, requester: &str| {
+        json!({
+            "header": {"functionRequesterIdentifier": requester, "functionCallIdentifier": call},
+            "profileType": TEMPLATE,
+        })
+    };
+    let bss = "bss.operator.example";
+    // By profile type: executed twice, it would take a second profile.
+    let first = es2_text(&app, &app.token, "downloadOrder", order("dup-1", bss)).await;
+    let again = es2_text(&app, &app.token, "downloadOrder", order("dup-1", bss)).await;
+    assert_eq!(first, again, "the first answer, byte for byte");
+    let out: Value = serde_json::from_str(&first).unwrap();
+    assert_success(&out);
+    assert_eq!(out["iccid"], iccid(1));
+    assert_eq!(
+        states(&app).await,
+        [
+            "ALLOCATED",
+            "AVAILABLE",
+            "AVAILABLE",
+            "AVAILABLE",
+            "AVAILABLE"
+        ]
+    );
+    // The same identifiers with other fields, or for another function: refused.
+    let mut other = order("dup-1", bss);
+    other["profileType"] = json!("other");
+    let out = es2(&app, "downloadOrder", other).await;
+    let d = assert_failed(&out, "1.1", "3.3");
+    assert_eq!(d["subjectIdentifier"], "functionCallIdentifier");
+    let out = es2(
+        &app,
+        "releaseProfile",
+        json!({"header": header("dup-1"), "iccid": iccid(1)}),
+    )
+    .await;
+    assert_failed(&out, "1.1", "3.3");
+    // Field order does not make another call.
+    let reordered = r#"{"profileType":"tpl","header":{"functionCallIdentifier":"dup-1","functionRequesterIdentifier":"bss.operator.example"}}"#;
+    let out = es2(
+        &app,
+        "downloadOrder",
+        serde_json::from_str(reordered).unwrap(),
+    )
+    .await;
+    assert_eq!(out, serde_json::from_str::<Value>(&first).unwrap());
+    // Another requester, or another tenant, with the same call identifier: executed.
+    let out = es2(&app, "downloadOrder", order("dup-1", "bss.second.example")).await;
+    assert_eq!(out["iccid"], iccid(2));
+    let out = es2_as(&app, &app.other, "downloadOrder", order("dup-1", bss)).await;
+    assert_failed(&out, "8.2.5", "3.9"); // the other tenant has no such profiles
+                                         // A failed execution is answered the same when repeated.
+    let unknown = json!({"header": header("dup-2"), "iccid": iccid(77)});
+    let f1 = es2_text(&app, &app.token, "releaseProfile", unknown.clone()).await;
+    let f2 = es2_text(&app, &app.token, "releaseProfile", unknown).await;
+    assert_eq!(f1, f2);
+    assert_failed(&serde_json::from_str(&f1).unwrap(), "8.2.1", "3.9");
+    // Concurrent repeats: one execution, one answer.
+    let calls = (0..6).map(|_| es2_text(&app, &app.token, "downloadOrder", order("dup-3", bss)));
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let out: Value = serde_json::from_str(&answers[0]).unwrap();
+    assert_eq!(out["iccid"], iccid(3));
+    assert_eq!(
+        states(&app).await,
+        [
+            "ALLOCATED",
+            "ALLOCATED",
+            "ALLOCATED",
+            "AVAILABLE",
+            "AVAILABLE"
+        ]
+    );
+    // Each execution is one history entry: the repeats left none.
+    let (_, h) = app.get(&format!("/v1/sims/{}/history", iccid(3))).await;
+    let orders = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["operation"] == "es2plus.download_order")
+        .count();
+    assert_eq!(orders, 1, "{h}");
     app.stop().await;
 }
 

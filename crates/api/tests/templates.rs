@@ -148,8 +148,17 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
     both["opc"] = json!(OPC);
     let mut bad_pin = base(4, "001010000000044");
     bad_pin["pin1"] = json!("12a4");
+    // 72 characters (within the API's 127) but 132 bytes: more than an
+    // IMPI can be, whatever the file's size.
     let mut long_impi = base(5, "001010000000055");
-    long_impi["impi"] = json!(format!("{}@ims.example", "x".repeat(60)));
+    long_impi["impi"] = json!(format!("{}@ims.example", "\u{e9}".repeat(60)));
+    // Longer than the template's EF.IMPI (32 bytes) and EF.IMPU records (64):
+    // the files grow.
+    let grown_impi = format!("{}@ims.mnc001.mcc001.3gppnetwork.org", "9".repeat(40));
+    let grown_impu = format!("sip:+{}@ims.mnc001.mcc001.3gppnetwork.org", "4".repeat(40));
+    let mut grown = base(10, "001010000000100");
+    grown["impi"] = json!(grown_impi);
+    grown["impu"] = json!(grown_impu);
     let mut legacy = base(6, "001010000000066");
     legacy["template"] = json!("legacy");
     let mut no_ki = base(7, "001010000000077");
@@ -157,7 +166,9 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
     let (s, sub) = app
         .submit(
             Some("generate_activation_code"),
-            vec![full, with_op, both, bad_pin, long_impi, legacy, no_ki],
+            vec![
+                full, with_op, both, bad_pin, long_impi, legacy, no_ki, grown,
+            ],
         )
         .await;
     assert_eq!(s, 202, "{sub}");
@@ -184,7 +195,7 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
     );
     let id = sub["id"].as_str().unwrap();
     let done = app.wait_batch(id).await;
-    assert_eq!(done["counts"]["completed"], 2, "{done}");
+    assert_eq!(done["counts"]["completed"], 3, "{done}");
     assert_eq!(done["counts"]["failed"], 2, "{done}");
     let (_, failed) = app
         .get(&format!("/v1/batches/{id}/items?status=FAILED"))
@@ -202,9 +213,7 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
         .collect();
     assert_eq!(errors[0].0, "invalid_value", "{failed}");
     assert!(
-        errors[0]
-            .1
-            .starts_with("impi: EF.IMPI holds at most 32 bytes"),
+        errors[0].1.starts_with("impi: IMPI must be 1 to 127 bytes"),
         "{failed}"
     );
     assert_eq!(errors[1].0, "template_invalid", "{failed}");
@@ -254,6 +263,26 @@ async fn packages_are_personalised_and_downloaded(b: Backend) {
     assert!(
         opc_on_file(&app, &iccid(2)).await,
         "the OPc derived from OP is kept with the SIM"
+    );
+
+    // Item 8: the grown files hold the long identities.
+    let der = download(&app, &app.token, &iccid(10))
+        .await
+        .expect("package");
+    let p = Package::parse(&der).unwrap();
+    assert_eq!(p.encode(), der, "the package round-trips");
+    let v = p.values();
+    assert_eq!(v.impi.as_deref(), Some(grown_impi.as_str()));
+    assert_eq!(v.impu.as_deref(), Some(grown_impu.as_str()));
+    let impi = p.file(simbatch_saip::package::EF_IMPI).unwrap().unwrap();
+    assert_eq!(
+        simbatch_saip::package::file_size(impi),
+        Some(grown_impi.len() + 2)
+    );
+    let impu = p.file(simbatch_saip::package::EF_IMPU).unwrap().unwrap();
+    assert_eq!(
+        simbatch_saip::package::record_len(impu),
+        Some(grown_impu.len() + 2)
     );
 
     // Only the owner; every download is in the SIM's history.

@@ -3,13 +3,15 @@
 //! Where this runs: the worker's execute step already leaves the async
 //! executor for `tokio::task::spawn_blocking`; inside it, [`execute_parallel`]
 //! splits a chunk across the machine's cores with scoped threads, because
-//! personalisation (clone a ~12 KB tree, patch it, re-encode) is the one
-//! CPU-heavy part of executing an item. On SQLite the chunk runs while the
-//! store holds its write transaction (`run_chunk`), so finishing it on every
-//! core also shortens how long writers wait.
+//! personalisation is the one CPU-heavy part of executing an item. On SQLite
+//! the chunk runs while the store holds its write transaction (`run_chunk`),
+//! so finishing it on every core also shortens how long writers wait.
 //!
 //! The executor itself stays pure: templates are parsed once, when first seen,
-//! and handed in as parsed [`Package`]s.
+//! and handed in as parsed [`Package`]s. A parsed template keeps where its
+//! values sit in its encoding, so each package is a copy of the template's
+//! ~12 KB with a few ranges overwritten (see `simbatch_saip::patch`), not a
+//! copy of its tree.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -25,9 +25,12 @@
 //! A file field is a sequence of `A1` (createFCP, whose `83` is the file ID),
 //! `83` (fillFileContent) and `82` (fillFileOffset, bytes to skip).
 
+use std::sync::OnceLock;
+
 use thiserror::Error;
 
 use crate::encoding as enc;
+use crate::patch::Plan;
 use crate::tlv::{self, Tlv, TlvError};
 
 /// Tags of the top-level ProfileElements used here.
@@ -147,9 +150,30 @@ pub enum PackageError {
 }
 
 /// A parsed profile package; encodes back to exactly the bytes it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The first personalisation of a package works out where its fixed-size
+/// values sit in its encoding (see [`crate::patch`]) and keeps that, so later
+/// ones only copy and patch bytes.
+#[derive(Clone)]
 pub struct Package {
     elements: Vec<Tlv>,
+    plan: OnceLock<Result<Plan, PackageError>>,
+}
+
+impl PartialEq for Package {
+    fn eq(&self, other: &Self) -> bool {
+        self.elements == other.elements
+    }
+}
+
+impl Eq for Package {}
+
+impl std::fmt::Debug for Package {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Package")
+            .field("elements", &self.elements)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a template is, for listings.
@@ -219,7 +243,10 @@ impl Package {
         if elements.last().map(|e| e.tag.as_slice()) != Some(&[pe::END]) {
             return Err(PackageError::NoEnd);
         }
-        Ok(Self { elements })
+        Ok(Self {
+            elements,
+            plan: OnceLock::new(),
+        })
     }
 
     /// Parse, and check that everything personalisation writes is present.
@@ -234,9 +261,19 @@ impl Package {
         &self.elements
     }
 
-    /// The elements, for editing.
+    /// The elements, for editing (which forgets the personalisation plan).
     pub(crate) fn elements_mut(&mut self) -> &mut [Tlv] {
+        self.plan = OnceLock::new();
         &mut self.elements
+    }
+
+    /// Where personalisation writes in this package's encoding, worked out
+    /// once; a template error if the package is not a usable template.
+    pub(crate) fn plan(&self) -> Result<&Plan, PackageError> {
+        self.plan
+            .get_or_init(|| Plan::new(self))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The package's DER.
@@ -325,16 +362,14 @@ impl Package {
 
     /// The file field `f`, for editing.
     pub(crate) fn file_mut(&mut self, f: FileRef) -> Result<Option<&mut Tlv>, PackageError> {
-        let Some(file) = self
-            .elements
+        match self
+            .elements_mut()
             .iter_mut()
             .find(|e| e.tag == [f.element])
-            .and_then(|e| e.child_mut(&[f.field]))
-        else {
-            return Ok(None);
-        };
-        check_fid(file, f)?;
-        Ok(Some(file))
+        {
+            Some(e) => file_in_mut(e, f),
+            None => Ok(None),
+        }
     }
 
     /// Read the personal values back.
@@ -398,9 +433,46 @@ fn check_fid(file: &Tlv, f: FileRef) -> Result<(), PackageError> {
     }
 }
 
+/// The file field `f` of the element `e` (whose tag is `f.element`), for editing.
+pub(crate) fn file_in_mut(e: &mut Tlv, f: FileRef) -> Result<Option<&mut Tlv>, PackageError> {
+    let Some(file) = e.child_mut(&[f.field]) else {
+        return Ok(None);
+    };
+    check_fid(file, f)?;
+    Ok(Some(file))
+}
+
 /// A file field's createFCP, if any.
 pub fn file_fcp(file: &Tlv) -> Option<&Tlv> {
     file.child(&[0xa1])
+}
+
+/// A file field's createFCP, for editing.
+pub(crate) fn file_fcp_mut(file: &mut Tlv) -> Option<&mut Tlv> {
+    file.child_mut(&[0xa1])
+}
+
+/// The file's contents as its fill instructions build them: `size` bytes of
+/// `FF`, each fillFileContent written at the current offset, each
+/// fillFileOffset moving it on. Content past `size` is cut off.
+pub fn file_image(file: &Tlv, size: usize) -> Vec<u8> {
+    let mut image = vec![0xffu8; size];
+    let mut pos = 0usize;
+    for c in file.children() {
+        match (c.tag.as_slice(), c.bytes()) {
+            ([0x83], Some(b)) => {
+                for (i, x) in b.iter().enumerate() {
+                    if let Some(slot) = image.get_mut(pos + i) {
+                        *slot = *x;
+                    }
+                }
+                pos += b.len();
+            }
+            ([0x82], Some(b)) => pos += enc::decode_uint(b).unwrap_or(0),
+            _ => {}
+        }
+    }
+    image
 }
 
 /// The content a file field writes at offset 0 (its first `83` before any `82`).

@@ -2,15 +2,21 @@
 //!
 //! Only the bytes that carry the values change, and the lengths of the
 //! elements that enclose them when a value's length differs from the
-//! template's. Everything else is kept as the template encodes it.
+//! template's. Everything else is kept as the template encodes it. The one
+//! exception is a file too small for its value (a long IMPI or IMPU): it
+//! grows, as [`crate::files`] describes, so its FCP changes too.
+
+use std::ops::Range;
 
 use thiserror::Error;
 
 use crate::encoding as enc;
+use crate::files::{self, WriteError};
 use crate::package::{
     self, key_ref, pe, FileRef, Package, PackageError, EF_ACC, EF_ICCID, EF_IMPI, EF_IMPU, EF_IMSI,
     EF_MSISDN,
 };
+use crate::patch::{put, VarFile};
 use crate::tlv::Tlv;
 
 /// One subscriber's values. Secrets (Ki, OPc, codes) are not printed by `Debug`.
@@ -97,64 +103,214 @@ fn bad_template(reason: String) -> PersonaliseError {
     PersonaliseError::Template(PackageError::Template(reason))
 }
 
+/// The error of a failed write, blaming `field` when the value is too long.
+fn blame(e: WriteError, field: &'static str) -> PersonaliseError {
+    match e {
+        WriteError::TooLong(reason) => PersonaliseError::Input { field, reason },
+        WriteError::Layout(reason) => bad_template(reason),
+    }
+}
+
 /// Personalise template bytes.
 pub fn personalise(template: &[u8], inputs: &Inputs) -> Result<Vec<u8>, PersonaliseError> {
     let (package, _) = Package::parse_template(template)?;
     personalise_package(&package, inputs)
 }
 
-/// Personalise an already parsed (and checked) template; the fast path when
-/// one template serves many items.
+/// The input values, encoded as the files hold them.
+struct Encoded<'a> {
+    inputs: &'a Inputs,
+    iccid_header: Vec<u8>,
+    iccid_ef: Vec<u8>,
+    imsi: Vec<u8>,
+    acc: Vec<u8>,
+    impi: Option<Vec<u8>>,
+    impu: Option<Vec<u8>>,
+    codes: Vec<(&'static CodeSpec, Vec<u8>)>,
+}
+
+impl<'a> Encoded<'a> {
+    fn new(inputs: &'a Inputs) -> Result<Self, PersonaliseError> {
+        let nai = |v: &Option<String>, what, field| {
+            v.as_deref()
+                .map(|s| enc::nai_tlv(s, what).map_err(input(field)))
+                .transpose()
+        };
+        let mut codes = Vec::new();
+        for c in &CODES {
+            if let Some(v) = (c.value)(inputs) {
+                let bytes = enc::code_value(v, &c.field.to_uppercase(), c.min, c.hex_ok)
+                    .map_err(input(c.field))?;
+                codes.push((c, bytes));
+            }
+        }
+        Ok(Self {
+            inputs,
+            iccid_header: enc::iccid_header(&inputs.iccid).map_err(input("iccid"))?,
+            iccid_ef: enc::iccid_ef(&inputs.iccid).map_err(input("iccid"))?,
+            imsi: enc::imsi_ef(&inputs.imsi).map_err(input("imsi"))?,
+            acc: enc::acc_ef(&inputs.imsi).map_err(input("imsi"))?,
+            impi: nai(&inputs.impi, "IMPI", "impi")?,
+            impu: nai(&inputs.impu, "IMPU", "impu")?,
+            codes,
+        })
+    }
+
+    /// Whether the inputs give a value for the variable-size file `f`.
+    fn gives(&self, f: FileRef) -> bool {
+        match f {
+            EF_MSISDN => self.inputs.msisdn.is_some(),
+            EF_IMPI => self.impi.is_some(),
+            EF_IMPU => self.impu.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Write the value of a variable-size file (EF.MSISDN, EF.IMPI, EF.IMPU)
+    /// into its file field, growing the file if the value needs it.
+    fn write_variable(&self, file: &mut Tlv, f: FileRef) -> Result<(), PersonaliseError> {
+        match f {
+            EF_MSISDN => {
+                let Some(m) = &self.inputs.msisdn else {
+                    return Ok(());
+                };
+                let len = package::record_len(file)
+                    .ok_or_else(|| bad_template("EF.MSISDN has no record length".into()))?;
+                let rec = enc::msisdn_record(m, len).map_err(input("msisdn"))?;
+                files::write_leading(file, rec, len, f).map_err(|e| blame(e, "msisdn"))
+            }
+            EF_IMPI => match &self.impi {
+                Some(tlv) => {
+                    files::write_transparent(file, tlv.clone(), f).map_err(|e| blame(e, "impi"))
+                }
+                None => Ok(()),
+            },
+            EF_IMPU => match &self.impu {
+                Some(tlv) => {
+                    files::write_record(file, tlv.clone(), f).map_err(|e| blame(e, "impu"))
+                }
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The files whose values may change their size or shape.
+const VARIABLE: [FileRef; 3] = [EF_MSISDN, EF_IMPI, EF_IMPU];
+
+/// Personalise an already parsed template: the fast path when one template
+/// serves many items (see [`crate::patch`]). Copies the template's bytes,
+/// overwrites the fixed-size values in place and splices in the re-encoded
+/// file fields of MSISDN, IMPI and IMPU.
 pub fn personalise_package(
     template: &Package,
     inputs: &Inputs,
 ) -> Result<Vec<u8>, PersonaliseError> {
-    let mut p = template.clone();
-    let iccid_h = enc::iccid_header(&inputs.iccid).map_err(input("iccid"))?;
-    let iccid_ef = enc::iccid_ef(&inputs.iccid).map_err(input("iccid"))?;
-    let imsi = enc::imsi_ef(&inputs.imsi).map_err(input("imsi"))?;
-    let acc = enc::acc_ef(&inputs.imsi).map_err(input("imsi"))?;
+    let plan = template.plan()?;
+    let v = Encoded::new(inputs)?;
+    let mut out = plan.bytes.clone();
+    put(&mut out, &plan.header_iccid, &v.iccid_header)?;
+    put(&mut out, &plan.ef_iccid, &v.iccid_ef)?;
+    put(&mut out, &plan.ef_imsi, &v.imsi)?;
+    put(&mut out, &plan.ef_acc, &v.acc)?;
+    for (ki, opc) in &plan.aka {
+        put(&mut out, ki, &inputs.ki)?;
+        if let Some(value) = &inputs.opc {
+            put(&mut out, opc, value)?;
+        }
+    }
+    for (c, bytes) in &v.codes {
+        let mut n = 0;
+        for slot in plan.code_slots(c.puk, c.reference) {
+            let range = slot.value.as_ref().ok_or_else(|| no_8_byte_value(c))?;
+            put(&mut out, range, bytes)?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(no_code(c));
+        }
+    }
+    // Variable files: edit a copy of each file field, splice it in, and give
+    // its element the length octets of its new size.
+    let mut splices: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut resized: Vec<(&VarFile, isize)> = Vec::new();
+    for (f, at) in VARIABLE.iter().zip([&plan.msisdn, &plan.impi, &plan.impu]) {
+        if !v.gives(*f) {
+            continue;
+        }
+        let Some(vf) = at.as_ref().map_err(Clone::clone)? else {
+            continue;
+        };
+        let mut file = template.elements()[vf.element].children()[vf.field].clone();
+        v.write_variable(&mut file, *f)?;
+        let bytes = file.encode();
+        let delta = bytes.len() as isize - vf.span.len() as isize;
+        match resized.iter_mut().find(|(g, _)| g.element == vf.element) {
+            Some((_, d)) => *d += delta,
+            None => resized.push((vf, delta)),
+        }
+        splices.push((vf.span.clone(), bytes));
+    }
+    for (vf, delta) in resized {
+        if delta != 0 {
+            let content = vf.element_content.saturating_add_signed(delta);
+            let header = template.elements()[vf.element].header_for(content);
+            splices.push((vf.element_header.clone(), header));
+        }
+    }
+    // Later ranges first, so earlier ones stay where the plan has them.
+    splices.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    for (range, bytes) in splices {
+        out.splice(range, bytes);
+    }
+    Ok(out)
+}
 
+/// The same result as [`personalise_package`], computed the plain way: copy
+/// the whole tree, edit it, encode it. About ten times slower; kept as the
+/// reference the fast path is tested against.
+pub fn personalise_reference(
+    template: &Package,
+    inputs: &Inputs,
+) -> Result<Vec<u8>, PersonaliseError> {
+    let v = Encoded::new(inputs)?;
+    let mut p = template.clone();
     let header = &mut p.elements_mut()[0];
     header
         .child_mut(&[0x83])
         .ok_or_else(|| bad_template("the ProfileHeader has no iccid".into()))?
-        .set_bytes(iccid_h);
-    write_required(&mut p, EF_ICCID, iccid_ef)?;
-    write_required(&mut p, EF_IMSI, imsi)?;
-    write_required(&mut p, EF_ACC, acc)?;
+        .set_bytes(v.iccid_header.clone());
+    write_required(&mut p, EF_ICCID, v.iccid_ef.clone())?;
+    write_required(&mut p, EF_IMSI, v.imsi.clone())?;
+    write_required(&mut p, EF_ACC, v.acc.clone())?;
     set_aka(&mut p, &inputs.ki, inputs.opc.as_ref())?;
-
-    if let Some(m) = &inputs.msisdn {
-        if let Some(file) = p.file_mut(EF_MSISDN)? {
-            let len = package::record_len(file)
-                .ok_or_else(|| bad_template("EF.MSISDN has no record length".into()))?;
-            let rec = enc::msisdn_record(m, len).map_err(input("msisdn"))?;
-            write_leading(file, rec, len, EF_MSISDN).map_err(|e| e.blame("msisdn"))?;
+    for f in VARIABLE {
+        if v.gives(f) {
+            if let Some(file) = p.file_mut(f)? {
+                v.write_variable(file, f)?;
+            }
         }
     }
-    if let Some(impi) = &inputs.impi {
-        let tlv = enc::nai_tlv(impi, "IMPI").map_err(input("impi"))?;
-        if let Some(file) = p.file_mut(EF_IMPI)? {
-            let cap = package::file_size(file).unwrap_or(tlv.len());
-            write_leading(file, tlv, cap, EF_IMPI).map_err(|e| e.blame("impi"))?;
-        }
-    }
-    if let Some(impu) = &inputs.impu {
-        let tlv = enc::nai_tlv(impu, "IMPU").map_err(input("impu"))?;
-        if let Some(file) = p.file_mut(EF_IMPU)? {
-            let cap = package::record_len(file).unwrap_or(tlv.len());
-            write_leading(file, tlv, cap, EF_IMPU).map_err(|e| e.blame("impu"))?;
-        }
-    }
-    for c in CODES {
-        if let Some(v) = (c.value)(inputs) {
-            let bytes = enc::code_value(v, &c.field.to_uppercase(), c.min, c.hex_ok)
-                .map_err(input(c.field))?;
-            set_code(&mut p, c.puk, c.reference, bytes, c.field)?;
-        }
+    for (c, bytes) in &v.codes {
+        set_code(&mut p, c, bytes)?;
     }
     Ok(p.encode())
+}
+
+fn no_code(c: &CodeSpec) -> PersonaliseError {
+    PersonaliseError::Input {
+        field: c.field,
+        reason: format!(
+            "the template defines no {} with key reference {:02X}",
+            c.field.to_uppercase(),
+            c.reference
+        ),
+    }
+}
+
+fn no_8_byte_value(c: &CodeSpec) -> PersonaliseError {
+    bad_template(format!("the {} entry has no 8-byte value", c.field))
 }
 
 /// A PIN, PUK or ADM code personalisation can set.
@@ -167,7 +323,7 @@ struct CodeSpec {
     puk: bool,
 }
 
-const CODES: [CodeSpec; 5] = [
+static CODES: [CodeSpec; 5] = [
     CodeSpec {
         field: "pin1",
         value: |i| i.pin1.as_deref(),
@@ -210,102 +366,15 @@ const CODES: [CodeSpec; 5] = [
     },
 ];
 
-/// Why a value could not be written into a file.
-enum WriteError {
-    /// The value does not fit: the input's fault.
-    TooLong(String),
-    /// The file's layout is not one this crate writes into: the template's.
-    Layout(String),
-}
-
-impl WriteError {
-    /// The error, blaming `field` when the value is too long.
-    fn blame(self, field: &'static str) -> PersonaliseError {
-        match self {
-            Self::TooLong(reason) => PersonaliseError::Input { field, reason },
-            Self::Layout(reason) => bad_template(reason),
-        }
-    }
-}
-
 fn write_required(p: &mut Package, f: FileRef, data: Vec<u8>) -> Result<(), PersonaliseError> {
     let len = data.len();
     let file = p
         .file_mut(f)?
         .ok_or_else(|| bad_template(format!("the template has no {}", f.name)))?;
     // Fixed-size values of a checked template always fit.
-    write_leading(file, data, len, f).map_err(|e| match e {
+    files::write_leading(file, data, len, f).map_err(|e| match e {
         WriteError::TooLong(r) | WriteError::Layout(r) => bad_template(r),
     })
-}
-
-/// Write `data` at offset 0 of a file field, keeping any later content where it was.
-///
-/// - No content yet: a fillFileContent is added after the FCP.
-/// - A leading fillFileContent followed by a fillFileOffset: the content is
-///   replaced and the offset adjusted so the next content starts where it did.
-/// - A leading fillFileContent alone: replaced; a shorter value is padded with
-///   `FF` to the old length, a longer one may grow up to `capacity`.
-fn write_leading(
-    file: &mut Tlv,
-    data: Vec<u8>,
-    capacity: usize,
-    f: FileRef,
-) -> Result<(), WriteError> {
-    if data.len() > capacity {
-        return Err(WriteError::TooLong(format!(
-            "{} holds at most {capacity} bytes, the value needs {}",
-            f.name,
-            data.len()
-        )));
-    }
-    let kids = file
-        .children_mut()
-        .ok_or_else(|| WriteError::Layout(format!("{} is not a file definition", f.name)))?;
-    let Some(i) = kids.iter().position(|c| c.tag == [0x83] || c.tag == [0x82]) else {
-        kids.push(Tlv::primitive(&[0x83], data));
-        return Ok(());
-    };
-    if kids[i].tag == [0x82] {
-        return Err(WriteError::Layout(format!(
-            "{} starts with a fill offset; writing at offset 0 is not supported",
-            f.name
-        )));
-    }
-    let old_len = kids[i].bytes().map_or(0, <[u8]>::len);
-    match kids.get(i + 1) {
-        Some(next) if next.tag == [0x82] => {
-            let skip = next.bytes().and_then(enc::decode_uint).unwrap_or(0);
-            let end = old_len + skip;
-            if data.len() > end {
-                return Err(WriteError::TooLong(format!(
-                    "{} holds at most {end} bytes before its next content, the value needs {}",
-                    f.name,
-                    data.len()
-                )));
-            }
-            let new_skip = end - data.len();
-            if new_skip != skip {
-                kids[i + 1].set_bytes(enc::uint(new_skip));
-            }
-            kids[i].set_bytes(data);
-        }
-        Some(next) if next.tag == [0x83] && data.len() > old_len => {
-            return Err(WriteError::TooLong(format!(
-                "{} holds at most {old_len} bytes before its next content, the value needs {}",
-                f.name,
-                data.len()
-            )));
-        }
-        _ => {
-            let mut data = data;
-            if data.len() < old_len {
-                data.resize(old_len, 0xff);
-            }
-            kids[i].set_bytes(data);
-        }
-    }
-    Ok(())
 }
 
 fn set_aka(p: &mut Package, ki: &[u8; 16], opc: Option<&[u8; 16]>) -> Result<(), PersonaliseError> {
@@ -340,123 +409,35 @@ fn set_aka(p: &mut Package, ki: &[u8; 16], opc: Option<&[u8; 16]>) -> Result<(),
     Ok(())
 }
 
-fn set_code(
-    p: &mut Package,
-    puk: bool,
-    reference: usize,
-    value: Vec<u8>,
-    field: &'static str,
-) -> Result<(), PersonaliseError> {
-    let element = if puk { pe::PUK_CODES } else { pe::PIN_CODES };
+fn set_code(p: &mut Package, c: &CodeSpec, value: &[u8]) -> Result<(), PersonaliseError> {
+    let element = if c.puk { pe::PUK_CODES } else { pe::PIN_CODES };
     let mut n = 0;
     for e in p.elements_mut().iter_mut().filter(|e| e.tag == [element]) {
-        let configs = if puk {
+        let configs = if c.puk {
             e.child_mut(&[0xa1]).and_then(Tlv::children_mut)
         } else {
             e.child_mut(&[0xa1])
                 .and_then(|c| c.child_mut(&[0xa0]))
                 .and_then(Tlv::children_mut)
         };
-        for c in configs.into_iter().flatten() {
-            let r = c
+        for config in configs.into_iter().flatten() {
+            let r = config
                 .child(&[0x80])
                 .and_then(Tlv::bytes)
                 .and_then(enc::decode_uint);
-            if r != Some(reference) {
+            if r != Some(c.reference) {
                 continue;
             }
-            let slot = c
+            let slot = config
                 .child_mut(&[0x81])
                 .filter(|s| s.bytes().map(<[u8]>::len) == Some(8))
-                .ok_or_else(|| bad_template(format!("the {field} entry has no 8-byte value")))?;
-            slot.set_bytes(value.clone());
+                .ok_or_else(|| no_8_byte_value(c))?;
+            slot.set_bytes(value.to_vec());
             n += 1;
         }
     }
     if n == 0 {
-        return Err(PersonaliseError::Input {
-            field,
-            reason: format!(
-                "the template defines no {} with key reference {reference:02X}",
-                field.to_uppercase()
-            ),
-        });
+        return Err(no_code(c));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(children: Vec<Tlv>) -> Tlv {
-        let fcp = Tlv::constructed(&[0xa1], vec![Tlv::primitive(&[0x83], vec![0x6f, 0x04])]);
-        let mut kids = vec![fcp];
-        kids.extend(children);
-        Tlv::constructed(&[0xa4], kids)
-    }
-
-    fn content(t: &Tlv) -> Vec<(u8, Vec<u8>)> {
-        t.children()[1..]
-            .iter()
-            .map(|c| (c.tag[0], c.bytes().unwrap().to_vec()))
-            .collect()
-    }
-
-    #[test]
-    fn writes_keep_later_content_in_place() {
-        // 83 (5 bytes) + skip 3, then record 2: a shorter value moves the skip.
-        let mut f = file(vec![
-            Tlv::primitive(&[0x83], vec![1; 5]),
-            Tlv::primitive(&[0x82], vec![3]),
-            Tlv::primitive(&[0x83], vec![2; 8]),
-        ]);
-        assert!(write_leading(&mut f, vec![9; 2], 8, EF_IMPU).is_ok());
-        assert_eq!(
-            content(&f),
-            vec![(0x83, vec![9; 2]), (0x82, vec![6]), (0x83, vec![2; 8])]
-        );
-        // Up to the full record, not beyond.
-        assert!(write_leading(&mut f, vec![7; 8], 8, EF_IMPU).is_ok());
-        assert_eq!(content(&f)[1], (0x82, vec![0]));
-        assert!(matches!(
-            write_leading(&mut f, vec![7; 9], 9, EF_IMPU),
-            Err(WriteError::TooLong(_))
-        ));
-    }
-
-    #[test]
-    fn writes_pad_shrink_and_append() {
-        let mut f = file(vec![Tlv::primitive(&[0x83], vec![1; 6])]);
-        assert!(write_leading(&mut f, vec![5; 2], 6, EF_IMPI).is_ok());
-        assert_eq!(
-            content(&f),
-            vec![(0x83, vec![5, 5, 0xff, 0xff, 0xff, 0xff])]
-        );
-        assert!(matches!(
-            write_leading(&mut f, vec![5; 7], 6, EF_IMPI),
-            Err(WriteError::TooLong(_))
-        ));
-        let mut empty = file(vec![]);
-        assert!(write_leading(&mut empty, vec![3; 4], 4, EF_MSISDN).is_ok());
-        assert_eq!(content(&empty), vec![(0x83, vec![3; 4])]);
-        // Content directly followed by more content cannot grow.
-        let mut packed = file(vec![
-            Tlv::primitive(&[0x83], vec![1; 2]),
-            Tlv::primitive(&[0x83], vec![2; 2]),
-        ]);
-        assert!(matches!(
-            write_leading(&mut packed, vec![0; 3], 4, EF_IMPU),
-            Err(WriteError::TooLong(_))
-        ));
-        // A file that starts with an offset is a layout this crate refuses.
-        let mut offset_first = file(vec![
-            Tlv::primitive(&[0x82], vec![4]),
-            Tlv::primitive(&[0x83], vec![2; 2]),
-        ]);
-        assert!(matches!(
-            write_leading(&mut offset_first, vec![0; 2], 4, EF_IMPU),
-            Err(WriteError::Layout(_))
-        ));
-    }
 }

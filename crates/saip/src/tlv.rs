@@ -120,7 +120,7 @@ impl Tlv {
     }
 
     /// Length of the contents as encoded (children included).
-    fn content_len(&self) -> usize {
+    pub fn content_len(&self) -> usize {
         match &self.value {
             Value::Primitive(b) => b.len(),
             Value::Constructed(c) => c.iter().map(Tlv::encoded_len).sum(),
@@ -141,10 +141,24 @@ impl Tlv {
         self.tag.len() + len_bytes + content
     }
 
-    /// Append this element's encoding to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Length of the tag and length octets: where the contents start,
+    /// relative to the element's first byte.
+    pub fn header_len(&self) -> usize {
+        let trailer = if self.is_indefinite() { 2 } else { 0 };
+        self.encoded_len() - self.content_len() - trailer
+    }
+
+    /// The tag and length octets this element would have with contents of
+    /// `content` bytes: its own length octets while they still say so (or
+    /// are indefinite), else a minimal definite length.
+    pub fn header_for(&self, content: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.tag.len() + 5);
+        self.write_header(content, &mut out);
+        out
+    }
+
+    fn write_header(&self, content: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.tag);
-        let content = self.content_len();
         if self.is_indefinite() {
             out.push(0x80);
         } else if decode_definite(&self.len_raw) == Some(content) {
@@ -152,6 +166,11 @@ impl Tlv {
         } else {
             out.extend_from_slice(&minimal_len(content));
         }
+    }
+
+    /// Append this element's encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.write_header(self.content_len(), out);
         match &self.value {
             Value::Primitive(b) => out.extend_from_slice(b),
             Value::Constructed(c) => c.iter().for_each(|t| t.encode_into(out)),
@@ -336,6 +355,14 @@ mod tests {
         assert_eq!(tree.len(), 2);
         assert_eq!(encode_all(&tree), bytes);
         assert_eq!(tree[1].children().len(), 2);
+        assert_eq!(tree[0].header_len(), 3);
+        assert_eq!(tree[1].header_len(), 2);
+        assert_eq!(tree[1].children()[1].header_len(), 2);
+        // Its own length octets while they fit, else minimal ones.
+        assert_eq!(tree[0].header_for(3), vec![0xa0, 0x81, 0x03]);
+        assert_eq!(tree[0].header_for(4), vec![0xa0, 0x04]);
+        assert_eq!(tree[0].header_for(300), vec![0xa0, 0x82, 0x01, 0x2c]);
+        assert_eq!(tree[1].header_for(99), vec![0xa4, 0x80]);
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary>;
     /// Claim a chunk, run `execute` on it and complete it. The default is
     /// [`Store::claim`] then [`Store::complete`]: two transactions fenced by a
-    /// lease, so several processes can share the work. A backend with a single
+    /// lease, so several processes can share the work (a chunk of profile
+    /// packages is executed and completed in parts, under the same lease). A backend with a single
     /// writer may do all three in one transaction. None when nothing was runnable.
     async fn run_chunk(
         &self,
@@ -173,8 +174,14 @@ pub trait Store: Send + Sync + 'static {
         if claim.items.is_empty() {
             return Ok(None);
         }
-        let done = execute(claim.items).await;
-        self.complete(&claim.token, done).await.map(Some)
+        // A chunk that personalises profile packages runs and commits in parts
+        // (see `plan::memory_parts`), so a large chunk never holds all its packages.
+        let mut summary = CompleteSummary::default();
+        for part in plan::memory_parts(claim.items) {
+            let done = execute(part).await;
+            summary.absorb(self.complete(&claim.token, done).await?);
+        }
+        Ok(Some(summary))
     }
     /// Delete up to `limit` items of terminal batches created before
     /// `before_ms`, then such batches that have no items left. Returns rows deleted.

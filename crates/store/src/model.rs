@@ -331,6 +331,31 @@ pub struct CompleteSummary {
     pub by_operation: Vec<OperationCount>,
 }
 
+impl CompleteSummary {
+    /// Add what completing another part of the same chunk did.
+    pub fn absorb(&mut self, other: CompleteSummary) {
+        self.applied += other.applied;
+        self.fenced_out += other.fenced_out;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.canceled += other.canceled;
+        self.finished.extend(other.finished);
+        for c in other.by_operation {
+            match self
+                .by_operation
+                .iter_mut()
+                .find(|o| o.operation == c.operation)
+            {
+                Some(o) => {
+                    o.completed += c.completed;
+                    o.failed += c.failed;
+                }
+                None => self.by_operation.push(c),
+            }
+        }
+    }
+}
+
 /// Applied items of one operation in a completed chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationCount {

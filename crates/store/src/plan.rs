@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Sim};
+use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Operation, Sim};
 
 use crate::crypto::Cipher;
-use crate::{BatchRecord, Completion, OperationCount};
+use crate::{BatchRecord, ClaimedItem, Completion, OperationCount};
 
 /// A SIM row to insert or update, as the JSON object the SQL reads.
 #[derive(Debug, Clone)]
@@ -171,6 +171,35 @@ pub struct CompletionPlan {
     pub deltas: BTreeMap<String, BatchDelta>,
 }
 
+/// Most `generate_activation_code` items executed and committed at once by
+/// [`crate::Store::run_chunk`]'s default: each holds its personalised package
+/// (~12 KB) and, while it is written, the sealed copy and the statement text
+/// that carry it (some 60 KB in all), so a 5,000-item chunk would need about
+/// 300 MB. Parts of 500 keep that near 30 MB per worker.
+pub const PACKAGE_PART: usize = 500;
+
+/// The parts a claimed chunk is executed and completed in: the whole chunk,
+/// or, when it personalises profile packages, parts of at most
+/// [`PACKAGE_PART`] items, in order.
+pub fn memory_parts(items: Vec<ClaimedItem>) -> Vec<Vec<ClaimedItem>> {
+    parts_of(items, PACKAGE_PART, |i| {
+        i.operation == Operation::GenerateActivationCode
+    })
+}
+
+/// `items` whole, or in parts of at most `size` when any of them is `heavy`.
+fn parts_of<T>(items: Vec<T>, size: usize, heavy: impl Fn(&T) -> bool) -> Vec<Vec<T>> {
+    if items.len() <= size || !items.iter().any(heavy) {
+        return vec![items];
+    }
+    let mut parts = Vec::with_capacity(items.len().div_ceil(size));
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        parts.push(it.by_ref().take(size).collect());
+    }
+    parts
+}
+
 /// Associated data of a sealed profile package.
 pub const PACKAGE_PURPOSE: &str = "profile_package";
 
@@ -324,4 +353,54 @@ pub const CANCELLED_REASON: &str = "batch was cancelled before this item ran";
 /// Whether a status is one the finaliser may leave (only PROCESSING batches finish by themselves).
 pub fn finishes(status: BatchStatus) -> bool {
     status == BatchStatus::Processing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CompleteSummary;
+
+    #[test]
+    fn only_chunks_with_heavy_items_are_split_in_order() {
+        let light: Vec<u32> = (0..1200).collect();
+        assert_eq!(parts_of(light.clone(), 500, |_| false), vec![light.clone()]);
+        let parts = parts_of(light.clone(), 500, |x| *x == 1100);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [500, 500, 200]
+        );
+        assert_eq!(parts.concat(), light);
+        let small: Vec<u32> = (0..500).collect();
+        assert_eq!(parts_of(small.clone(), 500, |_| true), vec![small]);
+        assert_eq!(parts_of(Vec::<u32>::new(), 500, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn summaries_of_parts_add_up() {
+        let part = |completed: u64, failed: u64| CompleteSummary {
+            applied: (completed + failed) as usize,
+            completed: (completed + failed) as usize,
+            failed: failed as usize,
+            fenced_out: 1,
+            canceled: 0,
+            finished: vec![("b".into(), BatchStatus::Completed)],
+            by_operation: vec![OperationCount {
+                operation: Operation::GenerateActivationCode,
+                completed,
+                failed,
+            }],
+        };
+        let mut total = part(3, 1);
+        total.absorb(part(5, 0));
+        assert_eq!((total.applied, total.failed, total.fenced_out), (9, 1, 2));
+        assert_eq!(total.finished.len(), 2);
+        assert_eq!(
+            (
+                total.by_operation.len(),
+                total.by_operation[0].completed,
+                total.by_operation[0].failed
+            ),
+            (1, 8, 1)
+        );
+    }
 }

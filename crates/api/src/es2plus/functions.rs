@@ -11,7 +11,8 @@ use simbatch_engine::service::ServiceError;
 use simbatch_store::{ProfileRecord, ProfileRequest};
 
 use super::codes::{reason, refusal, subject, Failed};
-use super::{envelope, failed, success};
+use super::replay::{self, Answer};
+use super::{envelope, failed, failed_body, success_body, Envelope};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::AppState;
@@ -119,12 +120,13 @@ impl Fields<'_> {
     }
 }
 
-/// What every function does around its own part: read the envelope, build
-/// the request, run it, answer.
+/// What every function does around its own part: read the envelope; once
+/// per function call (see `replay.rs`): build the request, run it, answer.
 async fn run(
     st: &AppState,
     tenant: &simbatch_store::Tenant,
     bytes: &Bytes,
+    function: &'static str,
     build: impl FnOnce(&Fields<'_>) -> Result<(ProfileRequest, Output), Failed>,
 ) -> Response {
     let env = match envelope(bytes) {
@@ -132,25 +134,44 @@ async fn run(
         Ok(Err(f)) => return failed(&f),
         Ok(Ok(env)) => env,
     };
+    replay::once(
+        &st.store,
+        tenant,
+        function,
+        &env,
+        execute(st, tenant, &env, build),
+    )
+    .await
+}
+
+/// Build the request from the fields, run it, and give the answer.
+async fn execute(
+    st: &AppState,
+    tenant: &simbatch_store::Tenant,
+    env: &Envelope,
+    build: impl FnOnce(&Fields<'_>) -> Result<(ProfileRequest, Output), Failed>,
+) -> Answer {
     let fields = Fields {
         body: &env.body,
         validation: st.service.config().validation,
     };
     let (mut req, output) = match build(&fields) {
         Ok(r) => r,
-        Err(f) => return failed(&f),
+        Err(f) => return Answer::ok(&failed_body(&f)),
     };
-    req.call_id = Some(env.call_id);
+    req.call_id = Some(env.call_id.clone());
     match st.service.profile_command(tenant, &req).await {
-        Ok(Ok(p)) => success(output(&p)),
-        Ok(Err(r)) => failed(&refusal(&r)),
-        Err(ServiceError::InvalidRequest { message, .. }) => failed(&Failed::new(
-            subject::PROFILE_TYPE,
-            reason::CONDITIONAL_MISSING,
-            None,
-            message,
-        )),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(Ok(p)) => Answer::ok(&success_body(output(&p))),
+        Ok(Err(r)) => Answer::ok(&failed_body(&refusal(&r))),
+        Err(ServiceError::InvalidRequest { message, .. }) => {
+            Answer::ok(&failed_body(&Failed::new(
+                subject::PROFILE_TYPE,
+                reason::CONDITIONAL_MISSING,
+                None,
+                message,
+            )))
+        }
+        Err(e) => Answer::from(ApiError::from(e)),
     }
 }
 
@@ -181,7 +202,7 @@ pub async fn download_order(
     Auth(tenant): Auth,
     bytes: Bytes,
 ) -> Response {
-    run(&st, &tenant, &bytes, |f| {
+    run(&st, &tenant, &bytes, "downloadOrder", |f| {
         f.only(&["eid", "iccid", "profileType"])?;
         let eid = f.eid()?;
         let iccid = f.iccid(false)?;
@@ -220,7 +241,7 @@ pub async fn confirm_order(
     Auth(tenant): Auth,
     bytes: Bytes,
 ) -> Response {
-    run(&st, &tenant, &bytes, |f| {
+    run(&st, &tenant, &bytes, "confirmOrder", |f| {
         f.only(&[
             "iccid",
             "eid",
@@ -281,7 +302,7 @@ pub async fn cancel_order(
     Auth(tenant): Auth,
     bytes: Bytes,
 ) -> Response {
-    run(&st, &tenant, &bytes, |f| {
+    run(&st, &tenant, &bytes, "cancelOrder", |f| {
         f.only(&["iccid", "eid", "matchingId", "finalProfileStatusIndicator"])?;
         let iccid = f.iccid(true)?;
         let eid = f.eid()?;
@@ -311,7 +332,7 @@ pub async fn release_profile(
     Auth(tenant): Auth,
     bytes: Bytes,
 ) -> Response {
-    run(&st, &tenant, &bytes, |f| {
+    run(&st, &tenant, &bytes, "releaseProfile", |f| {
         f.only(&["iccid"])?;
         let iccid = f.iccid(true)?;
         Ok((

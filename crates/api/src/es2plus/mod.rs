@@ -24,9 +24,13 @@
 //!   `Executed-Success`, or `Failed` with `statusCodeData`
 //!   (`subjectCode`, `reasonCode`, `subjectIdentifier`, `message`). The codes
 //!   are in [`codes`].
+//! - A call repeated with the same `functionRequesterIdentifier` and
+//!   `functionCallIdentifier` is not executed again: it gets the first
+//!   call's answer (see `replay.rs`).
 
 pub mod codes;
 mod functions;
+mod replay;
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -116,6 +120,8 @@ async fn require_admin_protocol(req: Request, next: Next) -> Response {
 pub(crate) struct Envelope {
     /// The function's fields (everything but `header`).
     pub body: Map<String, Value>,
+    /// `functionRequesterIdentifier`.
+    pub requester: String,
     /// `functionCallIdentifier`.
     pub call_id: String,
 }
@@ -182,9 +188,11 @@ pub(crate) fn envelope(bytes: &Bytes) -> Result<Result<Envelope, Failed>, ApiErr
             }
         }
     }
+    let call_id = ids.pop().unwrap_or_default();
     Ok(Ok(Envelope {
         body,
-        call_id: ids.pop().unwrap_or_default(),
+        requester: ids.pop().unwrap_or_default(),
+        call_id,
     }))
 }
 
@@ -199,25 +207,28 @@ fn answer(body: Value) -> Response {
 }
 
 /// `Executed-Success`, with the function's output fields.
-pub(crate) fn success(mut fields: Map<String, Value>) -> Response {
+pub(crate) fn success_body(mut fields: Map<String, Value>) -> Value {
     let mut body = Map::new();
     body.insert(
         "header".into(),
         json!({"functionExecutionStatus": {"status": "Executed-Success"}}),
     );
     body.append(&mut fields);
-    answer(Value::Object(body))
+    Value::Object(body)
 }
 
 /// `Failed`, with its `statusCodeData`.
-pub(crate) fn failed(f: &Failed) -> Response {
+pub(crate) fn failed_body(f: &Failed) -> Value {
     let mut data = json!({"subjectCode": f.subject, "reasonCode": f.reason, "message": f.message});
     if let Some(id) = &f.identifier {
         data["subjectIdentifier"] = json!(id);
     }
-    answer(
-        json!({"header": {"functionExecutionStatus": {"status": "Failed", "statusCodeData": data}}}),
-    )
+    json!({"header": {"functionExecutionStatus": {"status": "Failed", "statusCodeData": data}}})
+}
+
+/// A `Failed` answer.
+pub(crate) fn failed(f: &Failed) -> Response {
+    answer(failed_body(f))
 }
 
 #[cfg(test)]
