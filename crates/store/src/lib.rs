@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use model::*;
+pub use plan::REFUSED_CODE;
 pub use profiles::{ProfileOutcome, ProfileRecord, ProfileRequest};
 
 /// Storage errors. Input problems never reach here: they are rejected by core.

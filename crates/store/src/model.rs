@@ -312,6 +312,22 @@ pub struct Completion {
     pub package: Option<Vec<u8>>,
 }
 
+impl Completion {
+    /// This completion turned into a failure with `code` and `reason`: no
+    /// effects, no secrets, no package; only the item's result and its event.
+    pub fn failed(&self, code: &str, reason: String) -> Completion {
+        Completion {
+            item: self.item.clone(),
+            result: Err(Failure {
+                code: code.to_owned(),
+                reason,
+            }),
+            sim_secrets: None,
+            package: None,
+        }
+    }
+}
+
 /// What `complete` did.
 #[derive(Debug, Clone, Default)]
 pub struct CompleteSummary {
@@ -331,6 +347,24 @@ pub struct CompleteSummary {
     pub by_operation: Vec<OperationCount>,
 }
 
+impl CompleteSummary {
+    /// Add another part of the same chunk (applied piece by piece) to this one.
+    pub fn merge(&mut self, other: CompleteSummary) {
+        self.applied += other.applied;
+        self.fenced_out += other.fenced_out;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.canceled += other.canceled;
+        self.finished.extend(other.finished);
+        for c in other.by_operation {
+            let slot = crate::plan::operation_slot(&mut self.by_operation, c.operation);
+            slot.completed += c.completed;
+            slot.failed += c.failed;
+            slot.canceled += c.canceled;
+        }
+    }
+}
+
 /// Applied items of one operation in a completed chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationCount {
@@ -340,6 +374,9 @@ pub struct OperationCount {
     pub completed: u64,
     /// Items that failed.
     pub failed: u64,
+    /// Items never run because an earlier item for their ICCID failed
+    /// (sequential mode); counted under their own operation.
+    pub canceled: u64,
 }
 
 /// An event from the outbox / feed.

@@ -36,14 +36,19 @@ WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
       AND p.status IN ('APPROVED', 'PROCESSING'))
 ORDER BY i.id LIMIT ?1";
 
-/// Items whose lease expired, read inside `run_chunk`.
+/// Items whose lease expired, read inside `run_chunk`. Without `INDEXED BY`
+/// the planner satisfies `ORDER BY id` by walking the whole table (every
+/// finished item, on every chunk); the partial index holds only leased items.
 const PICK_EXPIRED: &str =
     "SELECT id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc
-FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?1 ORDER BY id LIMIT ?2";
+FROM batch_items INDEXED BY batch_items_leased
+WHERE status = 'PROCESSING' AND lease_until < ?1 ORDER BY id LIMIT ?2";
 
-const CLAIM_EXPIRED: &str = "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
+const CLAIM_EXPIRED: &str =
+    "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
 WHERE id IN (
-    SELECT id FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
+    SELECT id FROM batch_items INDEXED BY batch_items_leased
+    WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
 impl SqliteStore {
@@ -218,7 +223,7 @@ impl SqliteStore {
             ..Default::default()
         };
         if !kept.is_empty() {
-            self.apply(&mut tx, &kept, &HashSet::new(), now, &mut summary)
+            self.apply_isolating(&mut tx, &kept, &HashSet::new(), now, &mut summary)
                 .await?;
         }
         tx.commit().await?;
@@ -265,10 +270,64 @@ impl SqliteStore {
             applied: done.len(),
             ..Default::default()
         };
-        self.apply(&mut tx, &done, &fresh_ids, now, &mut summary)
+        self.apply_isolating(&mut tx, &done, &fresh_ids, now, &mut summary)
             .await?;
         tx.commit().await?;
         Ok(Some(summary))
+    }
+
+    /// [`Self::apply`], but a chunk the database refuses (a constraint broken
+    /// by one item's rows) is rolled back to a savepoint and applied item by
+    /// item: a refused item fails alone with [`crate::REFUSED_CODE`] and the
+    /// others take effect, so no chunk is retried forever.
+    async fn apply_isolating(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        kept: &[Completion],
+        fresh: &HashSet<i64>,
+        now: i64,
+        summary: &mut CompleteSummary,
+    ) -> Result<()> {
+        let mut whole = summary.clone();
+        exec(tx, "SAVEPOINT chunk").await?;
+        let err = match self.apply(tx, kept, fresh, now, &mut whole).await {
+            Ok(()) => {
+                exec(tx, "RELEASE chunk").await?;
+                *summary = whole;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if plan::refusal(&err).is_none() {
+            return Err(err);
+        }
+        exec(tx, "ROLLBACK TO chunk").await?;
+        exec(tx, "RELEASE chunk").await?;
+        tracing::warn!(items = kept.len(), error = %err, "chunk refused; applying its items one by one");
+        for c in kept {
+            let mut one = CompleteSummary::default();
+            exec(tx, "SAVEPOINT item").await?;
+            match self
+                .apply(tx, std::slice::from_ref(c), fresh, now, &mut one)
+                .await
+            {
+                Ok(()) => exec(tx, "RELEASE item").await?,
+                Err(e) => {
+                    let Some(reason) = plan::refusal(&e) else {
+                        return Err(e);
+                    };
+                    exec(tx, "ROLLBACK TO item").await?;
+                    exec(tx, "RELEASE item").await?;
+                    tracing::warn!(item = c.item.id, batch_id = %c.item.batch_id, %reason, "item refused");
+                    one = CompleteSummary::default();
+                    let failed = c.failed(crate::REFUSED_CODE, reason);
+                    self.apply(tx, std::slice::from_ref(&failed), fresh, now, &mut one)
+                        .await?;
+                }
+            }
+            summary.merge(one);
+        }
+        Ok(())
     }
 
     /// Write a chunk's effects, results, counters and events. Items in
@@ -299,11 +358,14 @@ impl SqliteStore {
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
         let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
-        for batch_id in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
+        for (batch_id, op) in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
             if let Some(d) = plan.deltas.get_mut(&batch_id) {
                 d.canceled += 1;
             }
             summary.canceled += 1;
+            if let Some(op) = rows::operation(op)? {
+                plan::operation_slot(&mut summary.by_operation, op).canceled += 1;
+            }
         }
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
@@ -343,6 +405,12 @@ impl SqliteStore {
         write_rows(tx, INSERT_EVENTS, &events).await?;
         Ok(())
     }
+}
+
+/// Run one statement without parameters (savepoints).
+async fn exec(tx: &mut Transaction<'static, Sqlite>, sql: &str) -> Result<()> {
+    sqlx::query(sql).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Most bound parameters per statement (SQLite allows 32,766).
@@ -402,16 +470,16 @@ pub(super) async fn write_rows(
     Ok(())
 }
 
-/// Run `sql` over the rows and collect the first column it returns.
+/// Run `sql` over the rows and collect the first two columns it returns.
 async fn fetch_rows(
     tx: &mut Transaction<'static, Sqlite>,
     sql: &str,
     rows: &[Value],
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
     for mut q in statements(sql, rows) {
         for r in q.build().fetch_all(&mut **tx).await? {
-            out.push(r.try_get(0)?);
+            out.push((r.try_get(0)?, r.try_get(1)?));
         }
     }
     Ok(out)
@@ -459,7 +527,7 @@ FROM v
 WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND batch_items.id > v.after_id
   AND batch_items.batch_id = v.batch_id AND batch_items.status IN ('APPROVED', 'PROCESSING')
   AND batch_items.status = 'APPROVED'
-RETURNING batch_items.batch_id";
+RETURNING batch_items.batch_id, batch_items.operation";
 
 const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = v.now
 FROM v
