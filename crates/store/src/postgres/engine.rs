@@ -154,6 +154,22 @@ impl PgStore {
         }
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        // Nothing to pick: no PROCESSING batch with APPROVED items and no
+        // expired lease. This keeps the fresh pick from walking the runnable
+        // index through a batch still being uploaded (INITIALISING).
+        let runnable: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM batches WHERE status = 'PROCESSING' AND approved > 0)
+                 OR EXISTS (SELECT 1 FROM batch_items WHERE status = 'PROCESSING' AND lease_until < $1)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        if !runnable {
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
         let mut tx = self.pool.begin().await?;
         // Two index-driven picks: expired leases first (batch_items_leased), then
         // fresh items (batch_items_runnable). One query with an OR would walk
