@@ -81,7 +81,8 @@ impl Metrics {
         let items = Family::<ItemLabels, Counter>::default();
         registry.register(
             "items_processed",
-            "Items applied by the workers, by operation and result (completed or failed)",
+            "Items the workers processed, by operation and result (completed, failed, or canceled: \
+             not run because an earlier item for the SIM failed in a sequential batch)",
             items.clone(),
         );
         let chunk_latency = latency_histogram();
@@ -134,7 +135,11 @@ impl Metrics {
     pub fn chunk_done(&self, summary: &CompleteSummary, claim_to_complete: Duration) {
         for c in &summary.by_operation {
             let op = c.operation.as_str().to_owned();
-            for (result, n) in [("completed", c.completed), ("failed", c.failed)] {
+            for (result, n) in [
+                ("completed", c.completed),
+                ("failed", c.failed),
+                ("canceled", c.canceled),
+            ] {
                 if n > 0 {
                     self.items
                         .get_or_create(&ItemLabels {
@@ -211,6 +216,7 @@ mod tests {
                 operation: Operation::Activate,
                 completed: 3,
                 failed: 2,
+                canceled: 4,
             }],
             ..Default::default()
         };
@@ -226,6 +232,9 @@ mod tests {
         );
         assert!(text.contains(
             "simbatch_items_processed_total{operation=\"activate\",result=\"failed\"} 2"
+        ));
+        assert!(text.contains(
+            "simbatch_items_processed_total{operation=\"activate\",result=\"canceled\"} 4"
         ));
         assert!(text.contains("simbatch_chunk_claim_to_complete_seconds_count 1"));
         assert!(text.contains("simbatch_webhook_deliveries_total{result=\"success\"} 1"));

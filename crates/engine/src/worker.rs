@@ -147,25 +147,13 @@ impl Worker {
     /// One claim–execute–complete round; false when there was nothing to do.
     async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
         let started = Instant::now();
-        // Template names are few; reading them each round keeps new templates visible at once.
-        // Each template is parsed once, when first seen, and handed to the executor parsed.
-        let templates = self.templates.snapshot(self.store.as_ref()).await?;
-        let smdp: Arc<str> = Arc::from(self.cfg.smdp_address.as_str());
-        let execute = move |items: Vec<ClaimedItem>| -> BoxFuture<'static, Vec<Completion>> {
-            let (templates, smdp) = (templates.clone(), smdp.clone());
-            Box::pin(async move {
-                // Off the async executor, and across every core: personalising
-                // profile packages is CPU work (see `crate::personalise`).
-                let run = tokio::task::spawn_blocking(move || {
-                    execute_parallel(items, |item| run_item(item, &smdp, &templates))
-                });
-                run.await.unwrap_or_else(|e| {
-                    // Nothing is applied for this chunk; its items run again.
-                    tracing::error!(error = %e, "executor task failed");
-                    Vec::new()
-                })
-            })
-        };
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let execute = executor(
+            self.store.clone(),
+            self.templates.clone(),
+            Arc::from(self.cfg.smdp_address.as_str()),
+            failure.clone(),
+        );
         // The chunk's results are committed even when shutdown was requested meanwhile.
         let Some(summary) = self
             .store
@@ -174,6 +162,10 @@ impl Worker {
         else {
             return Ok(false);
         };
+        if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // Nothing of the chunk was applied; its items run again after the back-off.
+            return Err(e);
+        }
         let n = summary.applied as u64;
         tracing::debug!(
             worker = self.n,
@@ -200,6 +192,55 @@ impl Worker {
             tracing::info!(batch_id = %batch, status = status.as_str(), "batch finished");
         }
         Ok(true)
+    }
+}
+
+/// The executor a worker hands to [`Store::run_chunk`]: it runs a claimed
+/// chunk's items across the cores.
+///
+/// Templates are read here, after the claim, and only for chunks that
+/// personalise profiles: a template registered before an item was claimed is
+/// always seen by that item. When they cannot be read, nothing of the chunk
+/// is applied (its items run again later) and the error is left in `failure`.
+pub fn executor(
+    store: Arc<dyn Store>,
+    templates: Arc<TemplateCache>,
+    smdp: Arc<str>,
+    failure: Arc<std::sync::Mutex<Option<simbatch_store::StoreError>>>,
+) -> impl Fn(Vec<ClaimedItem>) -> BoxFuture<'static, Vec<Completion>> + Send + Sync {
+    move |items: Vec<ClaimedItem>| -> BoxFuture<'static, Vec<Completion>> {
+        let (store, cache, smdp, failure) = (
+            store.clone(),
+            templates.clone(),
+            smdp.clone(),
+            failure.clone(),
+        );
+        Box::pin(async move {
+            let needs_templates = items
+                .iter()
+                .any(|i| i.operation == Operation::GenerateActivationCode);
+            let templates = if needs_templates {
+                match cache.snapshot(store.as_ref()).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return Vec::new();
+                    }
+                }
+            } else {
+                Arc::new(Templates::new())
+            };
+            // Off the async executor, and across every core: personalising
+            // profile packages is CPU work (see `crate::personalise`).
+            let run = tokio::task::spawn_blocking(move || {
+                execute_parallel(items, |item| run_item(item, &smdp, &templates))
+            });
+            run.await.unwrap_or_else(|e| {
+                // Nothing is applied for this chunk; its items run again.
+                tracing::error!(error = %e, "executor task failed");
+                Vec::new()
+            })
+        })
     }
 }
 

@@ -245,3 +245,116 @@ async fn per_sim_order_and_sequential_stop() {
     );
     workers.shutdown().await;
 }
+
+/// The worker's executor reads the templates when it runs a claimed chunk, not
+/// before claiming: a template registered between the two is seen.
+#[tokio::test]
+async fn templates_are_read_after_the_claim() {
+    use simbatch_engine::personalise::TemplateCache;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    store.create_key("t").await.unwrap();
+    let t = store.tenant_by_name("t").await.unwrap().unwrap().id;
+    let batch = submit(
+        store.as_ref(),
+        &t,
+        Some(Operation::GenerateActivationCode),
+        BatchMode::Parallel,
+        vec![(
+            Operation::GenerateActivationCode,
+            json!({"iccid": iccid(7), "template": "late", "imsi": "001010000000007",
+                   "ki": "000102030405060708090A0B0C0D0E0F", "opc": "0F0E0D0C0B0A09080706050403020100"}),
+        )],
+    )
+    .await;
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let execute = worker::executor(
+        store.clone(),
+        Arc::new(TemplateCache::default()),
+        Arc::from("smdp.example.com"),
+        failure.clone(),
+    );
+    // Registered after the round began (the executor exists) but before the claim.
+    let der = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/profile-templates/TS48v5_SAIP2.3_NoBERTLV.der"),
+    )
+    .unwrap();
+    store.add_template("late", &der).await.unwrap();
+    let summary = store
+        .run_chunk(10, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .expect("the item was runnable");
+    assert!(failure.lock().unwrap().is_none());
+    let items = store
+        .list_items(
+            &t,
+            &batch.id,
+            &ItemFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(items[0].error_code, None, "{:?}", items[0].error_reason);
+    assert_eq!((summary.completed, summary.failed), (1, 0));
+    assert!(store
+        .download_package(&t, &iccid(7))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// `simbatch_items_processed_total` counts followers canceled after a failure
+/// in a sequential batch, under result `canceled`.
+#[tokio::test]
+async fn metrics_count_canceled_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    store.create_key("t").await.unwrap();
+    let t = store.tenant_by_name("t").await.unwrap().unwrap().id;
+    let metrics = simbatch_engine::metrics::Metrics::shared();
+    let cfg = WorkerConfig {
+        metrics: Some(metrics.clone()),
+        ..Default::default()
+    };
+    let workers = worker::start(store.clone(), cfg, Arc::new(Notify::new()));
+    let a = iccid(1);
+    let items = vec![
+        (Operation::RegisterSim, json!({"iccid": a})),
+        (Operation::Resume, json!({"iccid": a})),
+        (Operation::Activate, json!({"iccid": a})),
+        (Operation::Suspend, json!({"iccid": a})),
+    ];
+    let batch = submit(
+        store.as_ref(),
+        &t,
+        None,
+        BatchMode::SequentialPerIccid,
+        items,
+    )
+    .await;
+    let done = wait_terminal(store.as_ref(), &t, &batch.id).await;
+    workers.shutdown().await;
+    assert_eq!(
+        (
+            done.counts.completed,
+            done.counts.failed,
+            done.counts.canceled
+        ),
+        (1, 1, 2)
+    );
+    let text = metrics.encode();
+    for (op, result, n) in [
+        ("register_sim", "completed", 1),
+        ("resume", "failed", 1),
+        ("activate", "canceled", 1),
+        ("suspend", "canceled", 1),
+    ] {
+        let line =
+            format!("simbatch_items_processed_total{{operation=\"{op}\",result=\"{result}\"}} {n}");
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+}

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use model::*;
+pub use plan::REFUSED_CODE;
 pub use profiles::{ProfileOutcome, ProfileRecord, ProfileRequest};
 
 /// Storage errors. Input problems never reach here: they are rejected by core.
@@ -179,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
         let mut summary = CompleteSummary::default();
         for part in plan::memory_parts(claim.items) {
             let done = execute(part).await;
-            summary.absorb(self.complete(&claim.token, done).await?);
+            summary.merge(self.complete(&claim.token, done).await?);
         }
         Ok(Some(summary))
     }

@@ -312,6 +312,22 @@ pub struct Completion {
     pub package: Option<Vec<u8>>,
 }
 
+impl Completion {
+    /// This completion turned into a failure with `code` and `reason`: no
+    /// effects, no secrets, no package; only the item's result and its event.
+    pub fn failed(&self, code: &str, reason: String) -> Completion {
+        Completion {
+            item: self.item.clone(),
+            result: Err(Failure {
+                code: code.to_owned(),
+                reason,
+            }),
+            sim_secrets: None,
+            package: None,
+        }
+    }
+}
+
 /// What `complete` did.
 #[derive(Debug, Clone, Default)]
 pub struct CompleteSummary {
@@ -332,8 +348,8 @@ pub struct CompleteSummary {
 }
 
 impl CompleteSummary {
-    /// Add what completing another part of the same chunk did.
-    pub fn absorb(&mut self, other: CompleteSummary) {
+    /// Add another part of the same chunk (applied piece by piece) to this one.
+    pub fn merge(&mut self, other: CompleteSummary) {
         self.applied += other.applied;
         self.fenced_out += other.fenced_out;
         self.completed += other.completed;
@@ -341,17 +357,10 @@ impl CompleteSummary {
         self.canceled += other.canceled;
         self.finished.extend(other.finished);
         for c in other.by_operation {
-            match self
-                .by_operation
-                .iter_mut()
-                .find(|o| o.operation == c.operation)
-            {
-                Some(o) => {
-                    o.completed += c.completed;
-                    o.failed += c.failed;
-                }
-                None => self.by_operation.push(c),
-            }
+            let slot = crate::plan::operation_slot(&mut self.by_operation, c.operation);
+            slot.completed += c.completed;
+            slot.failed += c.failed;
+            slot.canceled += c.canceled;
         }
     }
 }
@@ -365,6 +374,9 @@ pub struct OperationCount {
     pub completed: u64,
     /// Items that failed.
     pub failed: u64,
+    /// Items never run because an earlier item for their ICCID failed
+    /// (sequential mode); counted under their own operation.
+    pub canceled: u64,
 }
 
 /// An event from the outbox / feed.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Operation, Sim};
 
 use crate::crypto::Cipher;
-use crate::{BatchRecord, ClaimedItem, Completion, OperationCount};
+use crate::{BatchRecord, ClaimedItem, Completion, OperationCount, StoreError};
 
 /// A SIM row to insert or update, as the JSON object the SQL reads.
 #[derive(Debug, Clone)]
@@ -51,26 +51,32 @@ pub fn sim_row(
     }))
 }
 
+/// The count of `op` in `counts`, appended (zero) if absent.
+pub fn operation_slot(counts: &mut Vec<OperationCount>, op: Operation) -> &mut OperationCount {
+    let i = match counts.iter().position(|o| o.operation == op) {
+        Some(i) => i,
+        None => {
+            counts.push(OperationCount {
+                operation: op,
+                completed: 0,
+                failed: 0,
+                canceled: 0,
+            });
+            counts.len() - 1
+        }
+    };
+    &mut counts[i]
+}
+
 /// Count applied items per operation and outcome, in catalogue order of first appearance.
 pub fn count_by_operation(done: &[Completion]) -> Vec<OperationCount> {
     let mut out: Vec<OperationCount> = Vec::new();
     for c in done {
-        let op = c.item.operation;
-        let i = match out.iter().position(|o| o.operation == op) {
-            Some(i) => i,
-            None => {
-                out.push(OperationCount {
-                    operation: op,
-                    completed: 0,
-                    failed: 0,
-                });
-                out.len() - 1
-            }
-        };
+        let slot = operation_slot(&mut out, c.item.operation);
         if c.result.is_ok() {
-            out[i].completed += 1;
+            slot.completed += 1;
         } else {
-            out[i].failed += 1;
+            slot.failed += 1;
         }
     }
     out
@@ -345,6 +351,36 @@ pub fn follower_reason(seq: i64) -> String {
     format!("not run: item {seq} for this ICCID failed")
 }
 
+/// Error code on an item whose effects the database refused (a constraint):
+/// the item fails alone and the rest of its chunk is applied.
+pub const REFUSED_CODE: &str = "store_refused";
+
+/// Whether `e` is the database refusing one item's rows (a constraint or a
+/// value it cannot hold) rather than the database failing; if so, the reason
+/// to record on the item. The message names the constraint, never the values.
+pub fn refusal(e: &StoreError) -> Option<String> {
+    use sqlx::error::ErrorKind;
+    let message = match e {
+        StoreError::Conflict(_) => e.to_string(),
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let constraint = !matches!(db.kind(), ErrorKind::Other);
+            // SQLSTATE class 22 (data exception) on PostgreSQL; SQLITE_TOOBIG (18)
+            // and SQLITE_MISMATCH (20) on SQLite.
+            let data = db
+                .code()
+                .is_some_and(|c| (c.len() == 5 && c.starts_with("22")) || c == "18" || c == "20");
+            if !(constraint || data) {
+                return None;
+            }
+            db.message().to_owned()
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "the database refused this item's changes: {message}"
+    ))
+}
+
 /// Error code on items canceled by a batch cancel.
 pub const CANCELLED_CODE: &str = "batch_cancelled";
 /// Reason on items canceled by a batch cancel.
@@ -388,10 +424,11 @@ mod tests {
                 operation: Operation::GenerateActivationCode,
                 completed,
                 failed,
+                canceled: 0,
             }],
         };
         let mut total = part(3, 1);
-        total.absorb(part(5, 0));
+        total.merge(part(5, 0));
         assert_eq!((total.applied, total.failed, total.fenced_out), (9, 1, 2));
         assert_eq!(total.finished.len(), 2);
         assert_eq!(

@@ -112,6 +112,8 @@ conformance!(
     webhook_formats_and_skipped_events,
     dialect_lookups,
     batch_counts_by_state,
+    refused_item_is_isolated,
+    refused_item_is_isolated_in_run_chunk,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -911,7 +913,38 @@ async fn sequential_failure_cancels_followers(store: Arc<dyn Store>) {
     }
     store.append_items(&t, &b.id, &its).await.unwrap();
     store.seal_batch(&t, &b.id).await.unwrap();
-    run_all(&store).await;
+    let mut counts: Vec<OperationCount> = Vec::new();
+    let mut canceled = 0;
+    loop {
+        let (claim, summary) = run_once(&store, 50).await;
+        if claim.items.is_empty() {
+            break;
+        }
+        canceled += summary.canceled;
+        for c in summary.by_operation {
+            let slot = simbatch_store::plan::operation_slot(&mut counts, c.operation);
+            slot.completed += c.completed;
+            slot.failed += c.failed;
+            slot.canceled += c.canceled;
+        }
+    }
+    assert_eq!(canceled, 2);
+    counts.sort_by_key(|c| c.operation.as_str());
+    let count = |operation, completed, failed, canceled| OperationCount {
+        operation,
+        completed,
+        failed,
+        canceled,
+    };
+    assert_eq!(
+        counts,
+        [
+            count(Operation::Activate, 1, 0, 1),
+            count(Operation::Resume, 0, 1, 0),
+            count(Operation::Suspend, 0, 0, 1),
+        ],
+        "canceled followers are counted under their own operation"
+    );
 
     let got = all_items(&store, &t, &b.id).await;
     let st: Vec<ItemStatus> = got.iter().map(|i| i.status).collect();
@@ -1012,6 +1045,7 @@ async fn parallel_failure_keeps_followers(store: Arc<dyn Store>) {
         operation,
         completed,
         failed,
+        canceled: 0,
     };
     assert_eq!(
         counts,
@@ -2752,4 +2786,147 @@ async fn batch_counts_by_state(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(theirs.iter().map(|p| p.1).sum::<i64>(), 1, "tenant-scoped");
+}
+
+/// Completions of an activate chunk in which the order for `bad` claims to
+/// create its SIM, which already exists: the SIM insert breaks the primary key.
+fn poisoned(claimed: &[ClaimedItem], bad: &str) -> Vec<Completion> {
+    let mut done = run_items(claimed);
+    for c in &mut done {
+        if c.item.iccid == bad {
+            if let Ok(o) = &mut c.result {
+                o.created = true;
+            }
+        }
+    }
+    done
+}
+
+/// Registers SIMs 1..=3 and queues an activate batch for them.
+async fn activate_three(store: &Arc<dyn Store>, t: &str) -> BatchRecord {
+    submit(
+        store,
+        t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await;
+    run_all(store).await;
+    submit(
+        store,
+        t,
+        Operation::Activate,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await
+}
+
+/// After one refused item: it alone failed, the others took effect, the batch is terminal.
+async fn assert_isolated(store: &Arc<dyn Store>, t: &str, b: &BatchRecord) {
+    let got = all_items(store, t, &b.id).await;
+    let st: Vec<ItemStatus> = got.iter().map(|i| i.status).collect();
+    assert_eq!(
+        st,
+        [
+            ItemStatus::Completed,
+            ItemStatus::Failed,
+            ItemStatus::Completed
+        ]
+    );
+    assert_eq!(got[1].error_code.as_deref(), Some(REFUSED_CODE));
+    let reason = got[1].error_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("the database refused this item's changes"),
+        "{reason}"
+    );
+    let bb = batch(store, t, &b.id).await;
+    assert_eq!(bb.status, BatchStatus::PartiallyCompleted);
+    assert_eq!(
+        (
+            bb.counts.completed,
+            bb.counts.failed,
+            bb.counts.processing,
+            bb.counts.approved
+        ),
+        (2, 1, 0, 0)
+    );
+    for (n, want) in [
+        (1, SimStatus::Activated),
+        (2, SimStatus::Inventory),
+        (3, SimStatus::Activated),
+    ] {
+        let sim = store.get_sim(t, &iccid(n)).await.unwrap().unwrap();
+        assert_eq!(sim.sim.status, want, "SIM {n}");
+    }
+    assert_eq!(
+        store.sim_history(t, &iccid(2), 0, 10).await.unwrap().len(),
+        1,
+        "the refused item wrote no history"
+    );
+    let events = store.events_after(t, 0, 100).await.unwrap();
+    let failed: Vec<&Event> = events.iter().filter(|e| e.kind == "order.failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].data["iccid"], json!(iccid(2)));
+    assert_eq!(failed[0].data["error_code"], json!(REFUSED_CODE));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == "order.completed" && e.data["batch_id"] == json!(b.id))
+            .count(),
+        2
+    );
+    assert!(events.iter().any(|e| e.kind == "batch.partially_completed"));
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+/// A completion whose writes break a constraint fails alone (claim/complete path).
+async fn refused_item_is_isolated(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = activate_three(&store, &t).await;
+    let claim = store.claim(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claim.items.len(), 3);
+    let s = store
+        .complete(&claim.token, poisoned(&claim.items, &iccid(2)))
+        .await
+        .expect("a refused item does not fail the chunk");
+    assert_eq!(
+        (s.applied, s.completed, s.failed, s.fenced_out),
+        (3, 2, 1, 0)
+    );
+    assert_eq!(s.by_operation.len(), 1);
+    assert_eq!(
+        (s.by_operation[0].completed, s.by_operation[0].failed),
+        (2, 1)
+    );
+    assert_eq!(
+        s.finished,
+        vec![(b.id.clone(), BatchStatus::PartiallyCompleted)]
+    );
+    assert_isolated(&store, &t, &b).await;
+}
+
+/// The same through `run_chunk` (one transaction on SQLite).
+async fn refused_item_is_isolated_in_run_chunk(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = activate_three(&store, &t).await;
+    let bad = iccid(2);
+    let execute =
+        move |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
+            let done = poisoned(&items, &bad);
+            Box::pin(async move { done })
+        };
+    let s = store
+        .run_chunk(10, Duration::from_secs(30), &execute)
+        .await
+        .expect("a refused item does not fail the chunk")
+        .expect("the chunk ran");
+    assert_eq!((s.applied, s.completed, s.failed), (3, 2, 1));
+    assert_isolated(&store, &t, &b).await;
+    assert!(store
+        .run_chunk(10, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -1,13 +1,18 @@
 //! [`BatchWriter`]: validate items one at a time and store them in chunks,
-//! so a million-item upload needs memory for one chunk only.
+//! so a million-item upload needs memory for two chunks only.
+//!
+//! A full chunk is written by a background task while the next one is
+//! validated (at most one write in flight), so parsing and storing use two
+//! cores; a failed write is reported by the next `push` or by `finish`.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use simbatch_core::operation::SECRET_FIELDS;
 use simbatch_core::{parse_item, BatchMode, Counts, Operation, Rejection};
-use simbatch_store::{BatchRecord, NewBatch, NewItem, Store, Tenant};
+use simbatch_store::{BatchRecord, NewBatch, NewItem, Store, StoreError, Tenant};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::{internal, RejectedItem, ServiceConfig, ServiceError, SubmitReport, CHUNK};
 
@@ -45,6 +50,8 @@ pub struct BatchWriter {
     opts: StreamOptions,
     batch: Option<BatchRecord>,
     buf: Vec<NewItem>,
+    /// The chunk being written in the background, if any.
+    pending: Option<JoinHandle<Result<(), StoreError>>>,
     next_seq: usize,
     counts: Counts,
     rejected: Vec<RejectedItem>,
@@ -78,6 +85,7 @@ impl BatchWriter {
             opts,
             batch: None,
             buf: Vec::with_capacity(CHUNK),
+            pending: None,
             next_seq: 0,
             counts: Counts::default(),
             rejected: Vec::new(),
@@ -174,6 +182,20 @@ impl BatchWriter {
         Ok(())
     }
 
+    /// Wait for the chunk being written, if any.
+    async fn settle(&mut self) -> Result<(), ServiceError> {
+        match self.pending.take() {
+            None => Ok(()),
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(internal),
+                Err(e) => {
+                    tracing::error!(error = %e, "writing a chunk of items failed");
+                    Err(ServiceError::Internal)
+                }
+            },
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), ServiceError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -198,11 +220,14 @@ impl BatchWriter {
                 id
             }
         };
-        self.store
-            .append_items(&self.tenant.id, &batch_id, &self.buf)
-            .await
-            .map_err(internal)?;
-        self.buf.clear();
+        // One write in flight: the previous chunk is stored before this one
+        // starts, so items are appended in order.
+        self.settle().await?;
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let (store, tenant) = (self.store.clone(), self.tenant.id.clone());
+        self.pending = Some(tokio::spawn(async move {
+            store.append_items(&tenant, &batch_id, &chunk).await
+        }));
         Ok(())
     }
 
@@ -217,6 +242,10 @@ impl BatchWriter {
             None
         } else {
             if let Err(e) = self.flush().await {
+                self.abort_inner().await;
+                return Err(e);
+            }
+            if let Err(e) = self.settle().await {
                 self.abort_inner().await;
                 return Err(e);
             }
@@ -253,6 +282,8 @@ impl BatchWriter {
     async fn abort_inner(&mut self) {
         self.done = true;
         self.buf.clear();
+        // Let a write in flight end first, so the cancel sees every stored item.
+        let _ = self.settle().await;
         if let Some(b) = self.batch.take() {
             if let Err(e) = self.store.cancel_batch(&self.tenant.id, &b.id).await {
                 tracing::warn!(batch = %b.id, error = %e, "could not cancel an aborted upload");
@@ -269,8 +300,12 @@ impl Drop for BatchWriter {
         let Some(b) = self.batch.take() else { return };
         let store = self.store.clone();
         let tenant = self.tenant.id.clone();
+        let pending = self.pending.take();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                if let Some(task) = pending {
+                    let _ = task.await;
+                }
                 if let Err(e) = store.cancel_batch(&tenant, &b.id).await {
                     tracing::warn!(batch = %b.id, error = %e, "could not cancel an abandoned upload");
                 }

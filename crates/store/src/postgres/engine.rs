@@ -81,7 +81,7 @@ FROM jsonb_to_recordset($1::text::jsonb) AS v(batch_id text, tenant_id text, icc
     reason text)
 WHERE f.tenant_id = v.tenant_id AND f.iccid = v.iccid AND f.id > v.after_id AND f.batch_id = v.batch_id
   AND f.status = 'APPROVED'
-RETURNING f.batch_id";
+RETURNING f.batch_id, f.operation";
 
 const UPDATE_COUNTERS: &str = "UPDATE batches b SET processing = b.processing - v.processing_done,
     completed = b.completed + v.completed, failed = b.failed + v.failed,
@@ -154,6 +154,22 @@ impl PgStore {
         }
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        // Nothing to pick: no PROCESSING batch with APPROVED items and no
+        // expired lease. This keeps the fresh pick from walking the runnable
+        // index through a batch still being uploaded (INITIALISING).
+        let runnable: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM batches WHERE status = 'PROCESSING' AND approved > 0)
+                 OR EXISTS (SELECT 1 FROM batch_items WHERE status = 'PROCESSING' AND lease_until < $1)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        if !runnable {
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
         let mut tx = self.pool.begin().await?;
         // Two index-driven picks: expired leases first (batch_items_leased), then
         // fresh items (batch_items_runnable). One query with an OR would walk
@@ -268,17 +284,17 @@ impl PgStore {
 
     /// See [`crate::Store::complete`].
     ///
-    /// The rules live in [`plan_completion`]; this writes its lists, each with
-    /// one statement reading one JSON parameter. The hot `batches` rows are
-    /// locked last, just before the commit, so the lock is held briefly.
+    /// A chunk the database refuses (a constraint broken by one item's rows)
+    /// is rolled back to a savepoint and completed item by item: a refused
+    /// item fails alone with [`crate::REFUSED_CODE`] and the others take
+    /// effect, so no chunk is retried forever.
     pub(super) async fn complete_impl(
         &self,
         token: &str,
         done: Vec<Completion>,
     ) -> Result<CompleteSummary> {
-        let mut summary = CompleteSummary::default();
         if done.is_empty() {
-            return Ok(summary);
+            return Ok(CompleteSummary::default());
         }
         let now = now_ms();
         let total = done.len();
@@ -287,58 +303,120 @@ impl PgStore {
             .into_iter()
             .filter(|c| seen.insert(c.item.id))
             .collect();
-        let mut plan = plan_completion(&self.cipher, &done, now);
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
+        let err = match self.complete_in(&mut tx, token, &done, now).await {
+            Ok(mut summary) => {
+                summary.fenced_out += total - done.len();
+                tx.commit().await?;
+                return Ok(summary);
+            }
+            Err(e) => e,
+        };
+        if plan::refusal(&err).is_none() {
+            return Err(err);
+        }
+        sqlx::query("ROLLBACK TO SAVEPOINT chunk")
+            .execute(&mut *tx)
+            .await?;
+        tracing::warn!(items = done.len(), error = %err, "chunk refused; completing its items one by one");
+        let mut summary = CompleteSummary {
+            fenced_out: total - done.len(),
+            ..Default::default()
+        };
+        for c in &done {
+            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+            let one = match self
+                .complete_in(&mut tx, token, std::slice::from_ref(c), now)
+                .await
+            {
+                Ok(one) => one,
+                Err(e) => {
+                    let Some(reason) = plan::refusal(&e) else {
+                        return Err(e);
+                    };
+                    sqlx::query("ROLLBACK TO SAVEPOINT item")
+                        .execute(&mut *tx)
+                        .await?;
+                    tracing::warn!(item = c.item.id, batch_id = %c.item.batch_id, %reason, "item refused");
+                    let failed = c.failed(crate::REFUSED_CODE, reason);
+                    self.complete_in(&mut tx, token, std::slice::from_ref(&failed), now)
+                        .await?
+                }
+            };
+            sqlx::query("RELEASE SAVEPOINT item")
+                .execute(&mut *tx)
+                .await?;
+            summary.merge(one);
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    /// Complete distinct items inside `tx` (no commit).
+    async fn complete_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        token: &str,
+        done: &[Completion],
+        now: i64,
+    ) -> Result<CompleteSummary> {
+        let mut summary = CompleteSummary::default();
+        let total = done.len();
+        let mut plan = plan_completion(&self.cipher, done, now);
         // Fence and item results in one statement: only items whose lease
         // still carries our token are written (and locked).
         let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(UPDATE_ITEMS)
             .bind(Value::Array(std::mem::take(&mut plan.items)).to_string())
             .bind(token)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
             .into_iter()
             .collect();
         summary.fenced_out = total - held.len();
         summary.applied = held.len();
         if held.is_empty() {
-            tx.commit().await?;
             return Ok(summary);
         }
         if held.len() < done.len() {
             let kept: Vec<Completion> = done
-                .into_iter()
+                .iter()
                 .filter(|c| held.contains(&c.item.id))
+                .cloned()
                 .collect();
             plan = plan_completion(&self.cipher, &kept, now);
             summary.by_operation = crate::plan::count_by_operation(&kept);
         } else {
-            summary.by_operation = crate::plan::count_by_operation(&done);
+            summary.by_operation = crate::plan::count_by_operation(done);
         }
-        write_json(&mut tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
-        write_json(&mut tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;
-        write_json(&mut tx, UPDATE_SIM_STATUS, &plan.status_updates, "SIM").await?;
-        write_json(&mut tx, INSERT_PROFILES, &plan.profiles, "profile").await?;
-        write_json(&mut tx, INSERT_HISTORY, &plan.history, "history").await?;
+        write_json(tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
+        write_json(tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;
+        write_json(tx, UPDATE_SIM_STATUS, &plan.status_updates, "SIM").await?;
+        write_json(tx, INSERT_PROFILES, &plan.profiles, "profile").await?;
+        write_json(tx, INSERT_HISTORY, &plan.history, "history").await?;
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
         if !plan.followers.is_empty() {
             let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
-            let canceled: Vec<String> = sqlx::query_scalar(CANCEL_FOLLOWERS)
+            let canceled: Vec<(String, Option<String>)> = sqlx::query_as(CANCEL_FOLLOWERS)
                 .bind(Value::Array(rows).to_string())
                 .bind(now)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
             summary.canceled = canceled.len();
-            for b in canceled {
+            for (b, op) in canceled {
                 if let Some(d) = plan.deltas.get_mut(&b) {
                     d.canceled += 1;
+                }
+                if let Some(op) = op.as_deref().and_then(Operation::parse) {
+                    plan::operation_slot(&mut summary.by_operation, op).canceled += 1;
                 }
             }
         }
         // The item events go in before the batch rows are locked.
         let mut events = std::mem::take(&mut plan.events);
-        write_events(&mut tx, &events, now).await?;
+        write_events(tx, &events, now).await?;
         events.clear();
 
         // Counters, then the batches that are now done. Batches are locked in
@@ -347,7 +425,7 @@ impl PgStore {
         let ids_json = serde_json::to_string(&batch_ids).unwrap_or_default();
         sqlx::query("SELECT id FROM batches WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb)) ORDER BY id FOR UPDATE")
             .bind(&ids_json)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let deltas: Vec<Value> = plan
             .deltas
@@ -360,7 +438,7 @@ impl PgStore {
         sqlx::query(UPDATE_COUNTERS)
             .bind(Value::Array(deltas).to_string())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let finished = sqlx::query(&format!(
             "UPDATE batches SET status = CASE WHEN rejected = 0 AND failed = 0 AND canceled = 0
@@ -372,15 +450,14 @@ impl PgStore {
         ))
         .bind(&ids_json)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         for r in &finished {
             let b = rows::batch(r)?;
             events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        write_events(&mut tx, &events, now).await?;
-        tx.commit().await?;
+        write_events(tx, &events, now).await?;
         Ok(summary)
     }
 

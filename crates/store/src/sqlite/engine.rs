@@ -25,32 +25,79 @@ WHERE id IN (
     ORDER BY i.id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
+/// What `run_chunk` reads with each picked item, so that one statement gives
+/// the item, its batch's mode, its SIM (all NULL when there is none, told by
+/// `has_sim`) and its profile flag. `iccid` is the item's (the SIM's, when
+/// there is one, is the same).
+const PICK_COLS: &str = "i.id, i.batch_id, i.tenant_id, i.seq, i.iccid, i.operation, i.params, i.secret_enc,
+    b.mode, s.status IS NOT NULL AS has_sim, s.imsi, s.msisdn, s.eid, s.imei, s.status, s.subscription_state,
+    s.blocked, s.rate_plan, s.supplementary_plans, s.services, s.apn_status, s.custom_field_1,
+    s.custom_field_2, s.custom_field_3, s.custom_field_4, s.custom_field_5, s.ki_enc IS NOT NULL AS has_ki,
+    s.created_at, s.updated_at, EXISTS (SELECT 1 FROM profiles p WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid) AS has_profile";
+
 /// Runnable fresh items, read inside the single write transaction of `run_chunk`.
-const PICK_FRESH: &str =
-    "SELECT i.id, i.batch_id, i.tenant_id, i.seq, i.iccid, i.operation, i.params, i.secret_enc
+fn pick_fresh() -> String {
+    format!(
+        "SELECT {PICK_COLS}
 FROM batch_items i JOIN batches b ON b.id = i.batch_id
+LEFT JOIN sims s ON s.tenant_id = i.tenant_id AND s.iccid = i.iccid
 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
   AND NOT EXISTS (
     SELECT 1 FROM batch_items p
     WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid AND p.id < i.id
       AND p.status IN ('APPROVED', 'PROCESSING'))
-ORDER BY i.id LIMIT ?1";
+ORDER BY i.id LIMIT ?1"
+    )
+}
 
-/// Items whose lease expired, read inside `run_chunk`.
-const PICK_EXPIRED: &str =
-    "SELECT id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc
-FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?1 ORDER BY id LIMIT ?2";
+/// Items whose lease expired, read inside `run_chunk`. Without `INDEXED BY`
+/// the planner satisfies `ORDER BY id` by walking the whole table (every
+/// finished item, on every chunk); the partial index holds only leased items.
+fn pick_expired() -> String {
+    format!(
+        "SELECT {PICK_COLS}
+FROM batch_items i INDEXED BY batch_items_leased JOIN batches b ON b.id = i.batch_id
+LEFT JOIN sims s ON s.tenant_id = i.tenant_id AND s.iccid = i.iccid
+WHERE i.status = 'PROCESSING' AND i.lease_until < ?1 ORDER BY i.id LIMIT ?2"
+    )
+}
 
-const CLAIM_EXPIRED: &str = "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
+/// See `anything_runnable`.
+const RUNNABLE: &str =
+    "SELECT EXISTS (SELECT 1 FROM batches WHERE status = 'PROCESSING' AND approved > 0)
+    OR EXISTS (SELECT 1 FROM batch_items INDEXED BY batch_items_leased
+               WHERE status = 'PROCESSING' AND lease_until < ?1)";
+
+const CLAIM_EXPIRED: &str =
+    "UPDATE batch_items SET lease_token = ?1, lease_until = ?2, updated_at = ?3
 WHERE id IN (
-    SELECT id FROM batch_items WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
+    SELECT id FROM batch_items INDEXED BY batch_items_leased
+    WHERE status = 'PROCESSING' AND lease_until < ?3 ORDER BY id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
 impl SqliteStore {
+    /// Whether a pick could find anything: a PROCESSING batch with APPROVED
+    /// items, or an expired lease. Read without the write lock, so idle polls
+    /// never hold up writers; and it keeps the pick from walking the runnable
+    /// index through the items of a batch still being uploaded (INITIALISING),
+    /// which made a large upload slower the larger it grew.
+    async fn anything_runnable(&self, now: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar(RUNNABLE)
+            .bind(now)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
     pub(super) async fn claim_impl(&self, limit: usize, lease: Duration) -> Result<Claim> {
         let now = now_ms();
         let token = uuid::Uuid::new_v4().to_string();
         let until = now + lease.as_millis() as i64;
+        if !self.anything_runnable(now).await? {
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let expired = sqlx::query(CLAIM_EXPIRED)
             .bind(&token)
@@ -218,7 +265,7 @@ impl SqliteStore {
             ..Default::default()
         };
         if !kept.is_empty() {
-            self.apply(&mut tx, &kept, &HashSet::new(), now, &mut summary)
+            self.apply_isolating(&mut tx, &kept, &HashSet::new(), now, &mut summary)
                 .await?;
         }
         tx.commit().await?;
@@ -234,16 +281,20 @@ impl SqliteStore {
         execute: &crate::Executor,
     ) -> Result<Option<CompleteSummary>> {
         let now = now_ms();
+        let t0 = std::time::Instant::now();
+        if !self.anything_runnable(now).await? {
+            return Ok(None);
+        }
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         // Items another process left leased (the claim/complete path) come first once expired.
-        let expired = sqlx::query(PICK_EXPIRED)
+        let expired = sqlx::query(&pick_expired())
             .bind(now)
             .bind(limit as i64)
             .fetch_all(&mut *tx)
             .await?;
         let room = limit.saturating_sub(expired.len());
         let fresh = if room > 0 {
-            sqlx::query(PICK_FRESH)
+            sqlx::query(&pick_fresh())
                 .bind(room as i64)
                 .fetch_all(&mut *tx)
                 .await?
@@ -256,19 +307,92 @@ impl SqliteStore {
         }
         let mut items = Vec::with_capacity(expired.len() + fresh.len());
         for r in expired.iter().chain(fresh.iter()) {
-            items.push(self.claimed_item(r)?);
+            let mut item = self.claimed_item(r)?;
+            let mode: String = r.try_get("mode")?;
+            item.mode = BatchMode::parse(&mode).unwrap_or_default();
+            item.has_profile = r.try_get::<bool, _>("has_profile")?;
+            if r.try_get::<bool, _>("has_sim")? {
+                item.sim = Some(rows::sim(r)?.sim);
+            }
+            items.push(item);
         }
         let fresh_ids: HashSet<i64> = items[expired.len()..].iter().map(|i| i.id).collect();
-        self.load_context(&mut tx, &mut items).await?;
+        let picked = t0.elapsed();
         let done = execute(items).await;
+        let executed = t0.elapsed();
         let mut summary = CompleteSummary {
             applied: done.len(),
             ..Default::default()
         };
-        self.apply(&mut tx, &done, &fresh_ids, now, &mut summary)
+        self.apply_isolating(&mut tx, &done, &fresh_ids, now, &mut summary)
             .await?;
+        let applied = t0.elapsed();
         tx.commit().await?;
+        // Where a chunk's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            items = summary.applied,
+            pick_ms = ms(picked),
+            exec_ms = ms(executed - picked),
+            apply_ms = ms(applied - executed),
+            commit_ms = ms(t0.elapsed() - applied),
+            "chunk phases"
+        );
         Ok(Some(summary))
+    }
+
+    /// [`Self::apply`], but a chunk the database refuses (a constraint broken
+    /// by one item's rows) is rolled back to a savepoint and applied item by
+    /// item: a refused item fails alone with [`crate::REFUSED_CODE`] and the
+    /// others take effect, so no chunk is retried forever.
+    async fn apply_isolating(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        kept: &[Completion],
+        fresh: &HashSet<i64>,
+        now: i64,
+        summary: &mut CompleteSummary,
+    ) -> Result<()> {
+        let mut whole = summary.clone();
+        exec(tx, "SAVEPOINT chunk").await?;
+        let err = match self.apply(tx, kept, fresh, now, &mut whole).await {
+            Ok(()) => {
+                exec(tx, "RELEASE chunk").await?;
+                *summary = whole;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if plan::refusal(&err).is_none() {
+            return Err(err);
+        }
+        exec(tx, "ROLLBACK TO chunk").await?;
+        exec(tx, "RELEASE chunk").await?;
+        tracing::warn!(items = kept.len(), error = %err, "chunk refused; applying its items one by one");
+        for c in kept {
+            let mut one = CompleteSummary::default();
+            exec(tx, "SAVEPOINT item").await?;
+            match self
+                .apply(tx, std::slice::from_ref(c), fresh, now, &mut one)
+                .await
+            {
+                Ok(()) => exec(tx, "RELEASE item").await?,
+                Err(e) => {
+                    let Some(reason) = plan::refusal(&e) else {
+                        return Err(e);
+                    };
+                    exec(tx, "ROLLBACK TO item").await?;
+                    exec(tx, "RELEASE item").await?;
+                    tracing::warn!(item = c.item.id, batch_id = %c.item.batch_id, %reason, "item refused");
+                    one = CompleteSummary::default();
+                    let failed = c.failed(crate::REFUSED_CODE, reason);
+                    self.apply(tx, std::slice::from_ref(&failed), fresh, now, &mut one)
+                        .await?;
+                }
+            }
+            summary.merge(one);
+        }
+        Ok(())
     }
 
     /// Write a chunk's effects, results, counters and events. Items in
@@ -299,11 +423,14 @@ impl SqliteStore {
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
         let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
-        for batch_id in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
+        for (batch_id, op) in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
             if let Some(d) = plan.deltas.get_mut(&batch_id) {
                 d.canceled += 1;
             }
             summary.canceled += 1;
+            if let Some(op) = rows::operation(op)? {
+                plan::operation_slot(&mut summary.by_operation, op).canceled += 1;
+            }
         }
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
@@ -339,10 +466,15 @@ impl SqliteStore {
             plan.events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        let events: Vec<Value> = plan.events.iter().map(|e| e.row(now)).collect();
-        write_rows(tx, INSERT_EVENTS, &events).await?;
+        write_events(tx, &plan.events, now).await?;
         Ok(())
     }
+}
+
+/// Run one statement without parameters (savepoints).
+async fn exec(tx: &mut Transaction<'static, Sqlite>, sql: &str) -> Result<()> {
+    sqlx::query(sql).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Most bound parameters per statement (SQLite allows 32,766).
@@ -402,16 +534,40 @@ pub(super) async fn write_rows(
     Ok(())
 }
 
-/// Run `sql` over the rows and collect the first column it returns.
+/// Insert outbox events in order, bound straight from the plan (the hot
+/// path writes two or three per item, so no intermediate JSON rows).
+async fn write_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[plan::EventWrite],
+    now: i64,
+) -> Result<()> {
+    const COLS: usize = 5;
+    for chunk in events.chunks(MAX_PARAMS / COLS) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (event_id, tenant_id, type, created_at, data) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.event_id.as_str())
+                .push_bind(e.tenant_id.as_str())
+                .push_bind(e.kind)
+                .push_bind(now)
+                .push_bind(e.data.to_string());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Run `sql` over the rows and collect the first two columns it returns.
 async fn fetch_rows(
     tx: &mut Transaction<'static, Sqlite>,
     sql: &str,
     rows: &[Value],
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
     for mut q in statements(sql, rows) {
         for r in q.build().fetch_all(&mut **tx).await? {
-            out.push(r.try_get(0)?);
+            out.push((r.try_get(0)?, r.try_get(1)?));
         }
     }
     Ok(out)
@@ -459,7 +615,7 @@ FROM v
 WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND batch_items.id > v.after_id
   AND batch_items.batch_id = v.batch_id AND batch_items.status IN ('APPROVED', 'PROCESSING')
   AND batch_items.status = 'APPROVED'
-RETURNING batch_items.batch_id";
+RETURNING batch_items.batch_id, batch_items.operation";
 
 const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = v.now
 FROM v

@@ -97,9 +97,18 @@ pub fn sim(r: &SqliteRow) -> Result<SimRecord> {
     let plans: String = r.try_get("supplementary_plans")?;
     let services: String = r.try_get("services")?;
     let mut custom_fields = std::collections::BTreeMap::new();
-    for n in 1..=5 {
-        if let Some(v) = r.try_get::<Option<String>, _>(format!("custom_field_{n}").as_str())? {
-            custom_fields.insert(n.to_string(), v);
+    for (n, col) in [
+        "custom_field_1",
+        "custom_field_2",
+        "custom_field_3",
+        "custom_field_4",
+        "custom_field_5",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Some(v) = r.try_get::<Option<String>, _>(col)? {
+            custom_fields.insert((n + 1).to_string(), v);
         }
     }
     let bad = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
