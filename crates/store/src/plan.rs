@@ -139,7 +139,7 @@ impl EventWrite {
     /// A new event with a fresh id.
     pub fn new(tenant_id: &str, kind: &'static str, data: Value) -> Self {
         Self {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            event_id: event_id(),
             tenant_id: tenant_id.to_owned(),
             kind,
             data,
@@ -151,6 +151,34 @@ impl EventWrite {
         json!({"event_id": self.event_id, "tenant_id": self.tenant_id, "type": self.kind, "created_at": now,
                "data": self.data.to_string()})
     }
+}
+
+/// A fresh random-looking version 4 UUID for an event.
+///
+/// The hot path makes two or three per item, and asking the OS for 16
+/// random bytes each time cost about a millisecond per 1,000-item chunk. So
+/// each thread draws a random start and key once, then passes a counter
+/// through a bijective mix: ids stay distinct on a thread, and the random
+/// start and key keep threads and processes apart as random ids would.
+fn event_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u128, u128)> =
+            Cell::new((uuid::Uuid::new_v4().as_u128(), uuid::Uuid::new_v4().as_u128() | 1));
+    }
+    let (counter, key) = STATE.with(|s| {
+        let (counter, key) = s.get();
+        s.set((counter.wrapping_add(1), key));
+        (counter, key)
+    });
+    // Multiplying by an odd number and xor-shifting right are both bijective.
+    let mut x = counter.wrapping_mul(key);
+    x ^= x >> 67;
+    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    x ^= x >> 59;
+    uuid::Builder::from_random_bytes(x.to_le_bytes())
+        .into_uuid()
+        .to_string()
 }
 
 /// Everything one chunk completion writes.
@@ -395,6 +423,18 @@ pub fn finishes(status: BatchStatus) -> bool {
 mod tests {
     use super::*;
     use crate::CompleteSummary;
+
+    #[test]
+    fn event_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| event_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4);
+        }
+        let other = std::thread::spawn(event_id).join().unwrap();
+        assert!(!ids.contains(&other));
+    }
 
     #[test]
     fn only_chunks_with_heavy_items_are_split_in_order() {

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use simbatch_core::BatchMode;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{rows, SqliteStore};
+use super::{pick, rows, SqliteStore};
 use crate::plan::{self, plan_completion};
 use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result, StoreError};
 
@@ -25,28 +25,16 @@ WHERE id IN (
     ORDER BY i.id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
-/// What `run_chunk` reads with each picked item, so that one statement gives
-/// the item, its batch's mode, its SIM (all NULL when there is none, told by
-/// `has_sim`) and its profile flag. `iccid` is the item's (the SIM's, when
-/// there is one, is the same).
-const PICK_COLS: &str = "i.id, i.batch_id, i.tenant_id, i.seq, i.iccid, i.operation, i.params, i.secret_enc,
-    b.mode, s.status IS NOT NULL AS has_sim, s.imsi, s.msisdn, s.eid, s.imei, s.status, s.subscription_state,
-    s.blocked, s.rate_plan, s.supplementary_plans, s.services, s.apn_status, s.custom_field_1,
-    s.custom_field_2, s.custom_field_3, s.custom_field_4, s.custom_field_5, s.ki_enc IS NOT NULL AS has_ki,
-    s.created_at, s.updated_at, EXISTS (SELECT 1 FROM profiles p WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid) AS has_profile";
-
 /// Runnable fresh items, read inside the single write transaction of `run_chunk`.
 fn pick_fresh() -> String {
-    format!(
-        "SELECT {PICK_COLS}
-FROM batch_items i JOIN batches b ON b.id = i.batch_id
-LEFT JOIN sims s ON s.tenant_id = i.tenant_id AND s.iccid = i.iccid
+    pick::aggregated(
+        "SELECT i.id FROM batch_items i JOIN batches b ON b.id = i.batch_id
 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
   AND NOT EXISTS (
     SELECT 1 FROM batch_items p
     WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid AND p.id < i.id
       AND p.status IN ('APPROVED', 'PROCESSING'))
-ORDER BY i.id LIMIT ?1"
+ORDER BY i.id LIMIT ?1",
     )
 }
 
@@ -54,11 +42,9 @@ ORDER BY i.id LIMIT ?1"
 /// the planner satisfies `ORDER BY id` by walking the whole table (every
 /// finished item, on every chunk); the partial index holds only leased items.
 fn pick_expired() -> String {
-    format!(
-        "SELECT {PICK_COLS}
-FROM batch_items i INDEXED BY batch_items_leased JOIN batches b ON b.id = i.batch_id
-LEFT JOIN sims s ON s.tenant_id = i.tenant_id AND s.iccid = i.iccid
-WHERE i.status = 'PROCESSING' AND i.lease_until < ?1 ORDER BY i.id LIMIT ?2"
+    pick::aggregated(
+        "SELECT i.id FROM batch_items i INDEXED BY batch_items_leased JOIN batches b ON b.id = i.batch_id
+WHERE i.status = 'PROCESSING' AND i.lease_until < ?1 ORDER BY i.id LIMIT ?2",
     )
 }
 
@@ -150,25 +136,43 @@ impl SqliteStore {
 
     fn claimed_item(&self, r: &sqlx::sqlite::SqliteRow) -> Result<ClaimedItem> {
         let params: String = r.try_get("params")?;
-        let mut fields = rows::json_map(&params)?;
-        if let Some(sealed) = r.try_get::<Option<String>, _>("secret_enc")? {
-            let plain = self.cipher.open("item", &sealed)?;
+        let secret: Option<String> = r.try_get("secret_enc")?;
+        self.claimed(pick::Picked(
+            r.try_get("id")?,
+            r.try_get("batch_id")?,
+            r.try_get("tenant_id")?,
+            r.try_get("seq")?,
+            r.try_get("iccid")?,
+            r.try_get("operation")?,
+            params,
+            secret,
+            String::new(),
+            None,
+            0,
+        ))
+    }
+
+    /// A claimed item from its stored columns (batch mode, SIM and profile
+    /// flag are left for the caller).
+    fn claimed(&self, p: pick::Picked) -> Result<ClaimedItem> {
+        let mut fields = rows::json_map(&p.6)?;
+        if let Some(sealed) = &p.7 {
+            let plain = self.cipher.open("item", sealed)?;
             let secret: Map<String, Value> = serde_json::from_slice(&plain)
                 .map_err(|e| StoreError::Corrupt(format!("item secret: {e}")))?;
             fields.extend(secret);
         }
-        let op: Option<String> = r.try_get("operation")?;
-        let operation = rows::operation(op)?
+        let operation = rows::operation(p.5)?
             .ok_or_else(|| StoreError::Corrupt("approved item without operation".into()))?;
-        fields.insert("iccid".into(), Value::String(r.try_get("iccid")?));
+        fields.insert("iccid".into(), Value::String(p.4.clone()));
         Ok(ClaimedItem {
-            id: r.try_get("id")?,
-            batch_id: r.try_get("batch_id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            seq: r.try_get("seq")?,
+            id: p.0,
+            batch_id: p.1,
+            tenant_id: p.2,
+            seq: p.3,
             mode: BatchMode::Parallel,
             operation,
-            iccid: r.try_get("iccid")?,
+            iccid: p.4,
             fields,
             sim: None,
             has_profile: false,
@@ -287,17 +291,19 @@ impl SqliteStore {
         }
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         // Items another process left leased (the claim/complete path) come first once expired.
-        let expired = sqlx::query(&pick_expired())
+        let expired: String = sqlx::query_scalar(&pick_expired())
             .bind(now)
             .bind(limit as i64)
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        let expired = pick::decode(&expired)?;
         let room = limit.saturating_sub(expired.len());
         let fresh = if room > 0 {
-            sqlx::query(&pick_fresh())
+            let fresh: String = sqlx::query_scalar(&pick_fresh())
                 .bind(room as i64)
-                .fetch_all(&mut *tx)
-                .await?
+                .fetch_one(&mut *tx)
+                .await?;
+            pick::decode(&fresh)?
         } else {
             Vec::new()
         };
@@ -305,18 +311,17 @@ impl SqliteStore {
             tx.commit().await?;
             return Ok(None);
         }
+        let n_expired = expired.len();
         let mut items = Vec::with_capacity(expired.len() + fresh.len());
-        for r in expired.iter().chain(fresh.iter()) {
-            let mut item = self.claimed_item(r)?;
-            let mode: String = r.try_get("mode")?;
-            item.mode = BatchMode::parse(&mode).unwrap_or_default();
-            item.has_profile = r.try_get::<bool, _>("has_profile")?;
-            if r.try_get::<bool, _>("has_sim")? {
-                item.sim = Some(rows::sim(r)?.sim);
-            }
+        for p in expired.into_iter().chain(fresh) {
+            let (mode, has_profile, sim) = (p.mode(), p.has_profile(), p.sim()?);
+            let mut item = self.claimed(p)?;
+            item.mode = mode;
+            item.has_profile = has_profile;
+            item.sim = sim;
             items.push(item);
         }
-        let fresh_ids: HashSet<i64> = items[expired.len()..].iter().map(|i| i.id).collect();
+        let fresh_ids: HashSet<i64> = items[n_expired..].iter().map(|i| i.id).collect();
         let picked = t0.elapsed();
         let done = execute(items).await;
         let executed = t0.elapsed();

@@ -10,6 +10,7 @@ mod engine;
 mod lookups;
 mod misc;
 mod packages;
+mod pick;
 mod profiles;
 mod rows;
 
