@@ -249,7 +249,46 @@ pub fn executor(
 ///
 /// A generated profile gets its package here: the named template personalised
 /// with the item's values. If that fails, the item fails and nothing is stored.
+///
+/// A panic while executing one item (a bug, never expected on any input)
+/// fails that item alone with `internal_error`; the rest of its chunk is
+/// applied, so the chunk is not re-run forever.
 pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &Templates) -> Completion {
+    isolate(item, |item| evaluate(item, smdp_address, templates))
+}
+
+/// What executing an item gives: its result, the SIM secrets to store and
+/// the personalised package.
+type Evaluated = (
+    Result<simbatch_core::Outcome, Failure>,
+    Option<(Option<String>, Option<String>)>,
+    Option<Vec<u8>>,
+);
+
+/// Run `evaluate` on `item`, turning a panic into an `internal_error` failure
+/// of that item (the cause goes to the log, never to the item's reason).
+fn isolate(item: ClaimedItem, evaluate: impl FnOnce(&ClaimedItem) -> Evaluated) -> Completion {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| evaluate(&item)));
+    let (result, sim_secrets, package) = run.unwrap_or_else(|_| {
+        tracing::error!(item = item.id, batch = %item.batch_id, "executing the item panicked");
+        let failure = Failure {
+            code: "internal_error".into(),
+            reason:
+                "the item could not be executed because of an internal fault; nothing was applied"
+                    .into(),
+        };
+        (Err(failure), None, None)
+    });
+    Completion {
+        item,
+        result,
+        sim_secrets,
+        package,
+    }
+}
+
+/// The body of [`run_item`].
+fn evaluate(item: &ClaimedItem, smdp_address: &str, templates: &Templates) -> Evaluated {
     // Items were validated at submission; `standard` re-parses them (a superset of `strict`).
     let parsed = parse_item(item.operation, &item.fields, ValidationProfile::Standard);
     let mut package = None;
@@ -295,10 +334,60 @@ pub fn run_item(item: ClaimedItem, smdp_address: &str, templates: &Templates) ->
             (result, secrets)
         }
     };
-    Completion {
-        item,
-        result,
-        sim_secrets,
-        package,
+    (result, sim_secrets, package)
+}
+
+#[cfg(test)]
+mod isolation_tests {
+    use super::*;
+    use simbatch_core::BatchMode;
+
+    fn item(id: i64, operation: Operation) -> ClaimedItem {
+        ClaimedItem {
+            id,
+            batch_id: "b".into(),
+            tenant_id: "t".into(),
+            seq: id,
+            mode: BatchMode::Parallel,
+            operation,
+            iccid: format!("898824700000000000{id}"),
+            fields: serde_json::Map::new(),
+            sim: None,
+            has_profile: false,
+        }
+    }
+
+    #[test]
+    fn a_panicking_item_fails_alone_with_internal_error() {
+        let done = isolate(item(7, Operation::Activate), |_| panic!("a bug"));
+        assert_eq!(done.item.id, 7);
+        let failure = done.result.unwrap_err();
+        assert_eq!(failure.code, "internal_error");
+        assert!(!failure.reason.contains("a bug"), "{}", failure.reason);
+        assert!(done.sim_secrets.is_none() && done.package.is_none());
+    }
+
+    #[test]
+    fn an_item_that_does_not_panic_keeps_its_result() {
+        let done = isolate(item(8, Operation::Activate), |_| {
+            let f = Failure {
+                code: "sim_not_found".into(),
+                reason: "no such SIM".into(),
+            };
+            (Err(f), None, None)
+        });
+        assert_eq!(done.result.unwrap_err().code, "sim_not_found");
+    }
+
+    #[test]
+    fn run_item_still_runs_real_orders() {
+        // An activate of an unknown SIM fails in the engine's rules, not in `isolate`.
+        let mut it = item(9, Operation::Activate);
+        it.fields
+            .insert("iccid".into(), serde_json::json!("89882470000000000016"));
+        it.iccid = "89882470000000000016".into();
+        let done = run_item(it, "smdp.example", &Templates::new());
+        let failure = done.result.unwrap_err();
+        assert_ne!(failure.code, "internal_error", "{failure:?}");
     }
 }
