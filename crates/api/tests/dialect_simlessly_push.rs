@@ -383,7 +383,9 @@ async fn ac_links_download_without_headers(b: Backend) {
             exp.parse::<i64>().unwrap() + 1
         )
     };
-    let bad_sig = format!("{}0", &link[..link.len() - 1]);
+    // Another last hex digit (a fixed "0" left the link intact when it already ended in 0).
+    let last = if link.ends_with('0') { '1' } else { '0' };
+    let bad_sig = format!("{}{last}", &link[..link.len() - 1]);
     for bad in [
         other,
         later,
