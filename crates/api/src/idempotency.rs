@@ -110,6 +110,23 @@ impl IntoResponse for Answer {
     }
 }
 
+/// An answer that can be kept for replays: its status and body text.
+pub(crate) trait Keep {
+    /// HTTP status.
+    fn status(&self) -> StatusCode;
+    /// Body text, replayed as is.
+    fn body(&self) -> &str;
+}
+
+impl Keep for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn body(&self) -> &str {
+        &self.body
+    }
+}
+
 /// Releases a reserved key if the request is dropped midway.
 struct Guard {
     store: std::sync::Arc<dyn Store>,
@@ -130,6 +147,36 @@ impl Drop for Guard {
             });
         }
     }
+}
+
+/// Run `run` under a key that `idempotency_begin` just reserved, then keep
+/// its answer for replays. A server error, or a request dropped midway,
+/// releases the key instead, so the call can be retried.
+pub(crate) async fn run_reserved<A: Keep>(
+    store: &std::sync::Arc<dyn Store>,
+    tenant_id: &str,
+    key: &str,
+    run: impl Future<Output = A>,
+) -> A {
+    let mut guard = Guard {
+        store: store.clone(),
+        tenant: tenant_id.to_owned(),
+        key: key.to_owned(),
+        armed: true,
+    };
+    let answer = run.await;
+    guard.armed = false;
+    let saved = if answer.status().is_server_error() {
+        store.idempotency_abort(tenant_id, key).await
+    } else {
+        store
+            .idempotency_finish(tenant_id, key, answer.status().as_u16(), answer.body())
+            .await
+    };
+    if let Err(e) = saved {
+        tracing::error!(error = %e, "could not keep an idempotent answer");
+    }
+    answer
 }
 
 /// Run `run` under the key (if any).
@@ -175,23 +222,7 @@ where
             return ApiError::internal().into_response();
         }
     }
-    let mut guard = Guard {
-        store: store.clone(),
-        tenant: tenant.id.clone(),
-        key: key.clone(),
-        armed: true,
-    };
-    let answer = run.await;
-    guard.armed = false;
-    let saved = if answer.status.is_server_error() {
-        store.idempotency_abort(&tenant.id, &key).await
-    } else {
-        store
-            .idempotency_finish(&tenant.id, &key, answer.status.as_u16(), &answer.body)
-            .await
-    };
-    if let Err(e) = saved {
-        tracing::error!(error = %e, "could not save an idempotent response");
-    }
-    answer.into_response()
+    run_reserved(store, &tenant.id, &key, run)
+        .await
+        .into_response()
 }

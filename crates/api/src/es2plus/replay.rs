@@ -28,7 +28,7 @@ use simbatch_store::{Idempotency, Store, Tenant};
 use super::codes::{reason, subject, Failed};
 use super::{failed, Envelope};
 use crate::error::{ApiError, PROBLEM_JSON};
-use crate::idempotency::request_hash;
+use crate::idempotency::{request_hash, run_reserved, Keep};
 
 /// How long a repeat waits for the first call to finish.
 const WAIT: Duration = Duration::from_secs(5);
@@ -50,6 +50,15 @@ impl Answer {
             status: StatusCode::OK,
             body: body.to_string(),
         }
+    }
+}
+
+impl Keep for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+    fn body(&self) -> &str {
+        &self.body
     }
 }
 
@@ -103,28 +112,6 @@ fn reused(message: &str) -> Response {
     ))
 }
 
-/// Releases the key if the call is dropped before it answers.
-struct Guard {
-    store: Arc<dyn Store>,
-    tenant: String,
-    key: String,
-    armed: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (store, tenant, key) = (self.store.clone(), self.tenant.clone(), self.key.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = store.idempotency_abort(&tenant, &key).await;
-            });
-        }
-    }
-}
-
 /// Run `execute` once per (tenant, requester, call); replay its answer to repeats.
 pub(crate) async fn once<F>(
     store: &Arc<dyn Store>,
@@ -165,25 +152,9 @@ where
             }
         }
     }
-    let mut guard = Guard {
-        store: store.clone(),
-        tenant: tenant.id.clone(),
-        key: key.clone(),
-        armed: true,
-    };
-    let answer = execute.await;
-    guard.armed = false;
-    let saved = if answer.status.is_server_error() {
-        store.idempotency_abort(&tenant.id, &key).await
-    } else {
-        store
-            .idempotency_finish(&tenant.id, &key, answer.status.as_u16(), &answer.body)
-            .await
-    };
-    if let Err(e) = saved {
-        tracing::error!(error = %e, "es2plus: could not keep the answer of a function call");
-    }
-    answer.into_response()
+    run_reserved(store, &tenant.id, &key, execute)
+        .await
+        .into_response()
 }
 
 #[cfg(test)]
