@@ -9,79 +9,11 @@ use simbatch_core::{Operation, Sim};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, BATCH_COLS, SIM_COLS};
-use super::{write_events, write_json, PgStore};
+use super::{write_events, writes, PgStore};
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::plan::{self, plan_completion};
 use crate::{Result, StoreError};
-
-/// The SIM columns of a plan row, for `jsonb_to_recordset`.
-macro_rules! sim_rec {
-    () => {
-        "v(tenant_id text, iccid text, imsi text, msisdn text, eid text, imei text, status text,
-    subscription_state text, blocked bigint, rate_plan text, supplementary_plans text, services text,
-    apn_status text, custom_field_1 text, custom_field_2 text, custom_field_3 text, custom_field_4 text,
-    custom_field_5 text, ki_enc text, opc_enc text, now bigint)"
-    };
-}
-
-/// Insert the SIMs an order created.
-const INSERT_SIMS: &str = concat!(
-    "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state, blocked,
-    rate_plan, supplementary_plans, services, apn_status, custom_field_1, custom_field_2, custom_field_3,
-    custom_field_4, custom_field_5, ki_enc, opc_enc, created_at, updated_at)
-SELECT v.tenant_id, v.iccid, v.imsi, v.msisdn, v.eid, v.imei, v.status, v.subscription_state, v.blocked <> 0,
-    v.rate_plan, v.supplementary_plans, v.services, v.apn_status, v.custom_field_1, v.custom_field_2,
-    v.custom_field_3, v.custom_field_4, v.custom_field_5, v.ki_enc, v.opc_enc, v.now, v.now
-FROM jsonb_to_recordset($1::text::jsonb) AS ", sim_rec!());
-
-/// Update SIMs in full; secrets given on the order replace the stored ones, absent ones are kept.
-const UPDATE_SIMS: &str = concat!(
-    "UPDATE sims s SET imsi = v.imsi, msisdn = v.msisdn, eid = v.eid, imei = v.imei, status = v.status,
-    subscription_state = v.subscription_state, blocked = v.blocked <> 0, rate_plan = v.rate_plan,
-    supplementary_plans = v.supplementary_plans, services = v.services, apn_status = v.apn_status,
-    custom_field_1 = v.custom_field_1, custom_field_2 = v.custom_field_2, custom_field_3 = v.custom_field_3,
-    custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5,
-    ki_enc = COALESCE(v.ki_enc, s.ki_enc), opc_enc = COALESCE(v.opc_enc, s.opc_enc), updated_at = v.now
-FROM jsonb_to_recordset($1::text::jsonb) AS ", sim_rec!(), "
-WHERE s.tenant_id = v.tenant_id AND s.iccid = v.iccid");
-
-/// Status-only SIM updates (the lifecycle verbs).
-const UPDATE_SIM_STATUS: &str = "UPDATE sims s SET status = v.status, updated_at = v.now
-FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, status text, now bigint)
-WHERE s.tenant_id = v.tenant_id AND s.iccid = v.iccid";
-
-const INSERT_PROFILES: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code,
-    cc_hash_enc, template, state, apn, expires_at, created_at, updated_at, package_enc)
-SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc, v.template, v.state, v.apn,
-    v.expires_at, v.now, v.now, v.package_enc
-FROM jsonb_to_recordset($1::text::jsonb) AS v(tenant_id text, iccid text, matching_id text,
-    activation_code text, cc_hash_enc text, template text, state text, apn text, expires_at bigint, now bigint,
-    package_enc text)";
-
-const INSERT_HISTORY: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
-    to_status, batch_id, item_id)
-SELECT v.tenant_id, v.iccid, v.at, v.operation, v.from_status, v.to_status, v.batch_id, v.item_id
-FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(j, ord),
-     jsonb_to_record(e.j) AS v(tenant_id text, iccid text, at bigint, operation text, from_status text,
-                               to_status text, batch_id text, item_id bigint)
-ORDER BY e.ord";
-
-const UPDATE_ITEMS: &str = "UPDATE batch_items i SET status = v.status, error_code = v.error_code,
-    error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
-    updated_at = v.now
-FROM jsonb_to_recordset($1::text::jsonb) AS v(id bigint, status text, error_code text,
-    error_reason text, result text, now bigint)
-WHERE i.id = v.id AND i.status = 'PROCESSING' AND i.lease_token = $2
-RETURNING i.id";
-
-const CANCEL_FOLLOWERS: &str = "UPDATE batch_items f SET status = 'CANCELED',
-    error_code = 'preceding_item_failed', error_reason = v.reason, updated_at = $2
-FROM jsonb_to_recordset($1::text::jsonb) AS v(batch_id text, tenant_id text, iccid text, after_id bigint,
-    reason text)
-WHERE f.tenant_id = v.tenant_id AND f.iccid = v.iccid AND f.id > v.after_id AND f.batch_id = v.batch_id
-  AND f.status = 'APPROVED'
-RETURNING f.batch_id, f.operation";
 
 const UPDATE_COUNTERS: &str = "UPDATE batches b SET processing = b.processing - v.processing_done,
     completed = b.completed + v.completed, failed = b.failed + v.failed,
@@ -363,13 +295,10 @@ impl PgStore {
     ) -> Result<CompleteSummary> {
         let mut summary = CompleteSummary::default();
         let total = done.len();
-        let mut plan = plan_completion(&self.cipher, done, now);
+        let plan = plan_completion(&self.cipher, done);
         // Fence and item results in one statement: only items whose lease
         // still carries our token are written (and locked).
-        let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(UPDATE_ITEMS)
-            .bind(Value::Array(std::mem::take(&mut plan.items)).to_string())
-            .bind(token)
-            .fetch_all(&mut **tx)
+        let held: HashSet<i64> = writes::items(tx, &plan.items, token, now)
             .await?
             .into_iter()
             .collect();
@@ -378,32 +307,30 @@ impl PgStore {
         if held.is_empty() {
             return Ok(summary);
         }
-        if held.len() < done.len() {
-            let kept: Vec<Completion> = done
+        drop(plan);
+        let kept: Vec<Completion>;
+        let kept: &[Completion] = if held.len() < done.len() {
+            kept = done
                 .iter()
                 .filter(|c| held.contains(&c.item.id))
                 .cloned()
                 .collect();
-            plan = plan_completion(&self.cipher, &kept, now);
-            summary.by_operation = crate::plan::count_by_operation(&kept);
+            &kept
         } else {
-            summary.by_operation = crate::plan::count_by_operation(done);
-        }
-        write_json(tx, INSERT_SIMS, &plan.sim_inserts, "SIM").await?;
-        write_json(tx, UPDATE_SIMS, &plan.sim_updates, "SIM").await?;
-        write_json(tx, UPDATE_SIM_STATUS, &plan.status_updates, "SIM").await?;
-        write_json(tx, INSERT_PROFILES, &plan.profiles, "profile").await?;
-        write_json(tx, INSERT_HISTORY, &plan.history, "history").await?;
+            done
+        };
+        let mut plan = plan_completion(&self.cipher, kept);
+        summary.by_operation = crate::plan::count_by_operation(kept);
+        writes::sims(tx, &plan.sim_inserts, false, now).await?;
+        writes::sims(tx, &plan.sim_updates, true, now).await?;
+        writes::statuses(tx, &plan.status_updates, now).await?;
+        writes::profiles(tx, &plan.profiles, now).await?;
+        writes::history(tx, &plan.history, now).await?;
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
         if !plan.followers.is_empty() {
-            let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
-            let canceled: Vec<(String, Option<String>)> = sqlx::query_as(CANCEL_FOLLOWERS)
-                .bind(Value::Array(rows).to_string())
-                .bind(now)
-                .fetch_all(&mut **tx)
-                .await?;
+            let canceled = writes::cancel_followers(tx, &plan.followers, now).await?;
             summary.canceled = canceled.len();
             for (b, op) in canceled {
                 if let Some(d) = plan.deltas.get_mut(&b) {

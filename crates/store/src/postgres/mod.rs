@@ -24,19 +24,17 @@ mod packages;
 mod profiles;
 mod rows;
 mod webhooks;
+mod writes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::plan::EventWrite;
 use crate::{ProfileOutcome, ProfileRecord, ProfileRequest, Result, Store, StoreError};
 
 /// The PostgreSQL store: a pool and the master-key cipher.
@@ -75,45 +73,7 @@ pub(crate) fn page(limit: i64) -> i64 {
     limit.max(0)
 }
 
-/// Run `sql` with the rows bound as `$1`, one JSON array. `sql` reads them with
-/// `jsonb_to_recordset($1::text::jsonb) AS v(<col> <type>, …)` (or
-/// `jsonb_array_elements … WITH ORDINALITY` when insertion order matters), so
-/// every list is one statement and one round trip. Extra parameters follow.
-pub(crate) async fn write_json(
-    tx: &mut Transaction<'_, Postgres>,
-    sql: &str,
-    rows: &[Value],
-    what: &str,
-) -> Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let json = serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let done = sqlx::query(sql)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err(what))?;
-    Ok(done.rows_affected())
-}
-
-/// Insert outbox events, in order, with one statement.
-const INSERT_EVENTS: &str = "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
-SELECT v.event_id, v.tenant_id, v.type, v.created_at, v.data
-FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(j, ord),
-     jsonb_to_record(e.j) AS v(event_id text, tenant_id text, type text, created_at bigint, data text)
-ORDER BY e.ord";
-
-/// Write events to the outbox, in order, with one statement.
-pub(crate) async fn write_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[EventWrite],
-    now: i64,
-) -> Result<()> {
-    let rows: Vec<Value> = events.iter().map(|e| e.row(now)).collect();
-    write_json(tx, INSERT_EVENTS, &rows, "event").await?;
-    Ok(())
-}
+pub(crate) use writes::events as write_events;
 
 #[async_trait]
 impl Store for PgStore {

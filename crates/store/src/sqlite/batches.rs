@@ -1,20 +1,32 @@
 //! Batch use cases on SQLite: create, append, seal, list, cancel, retry, retention.
 
-use serde_json::{json, Value};
 use simbatch_core::ItemStatus;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::engine::{write_rows, INSERT_EVENTS};
+use super::engine::write_events;
+use super::values::{self, Shape};
 use super::{conflict, rows, SqliteStore};
 use crate::plan;
 use crate::*;
 
-const INSERT_ITEMS: &str =
-    "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation, status, params,
-    secret_enc, error_field, error_code, error_reason, updated_at)
-SELECT v.batch_id, v.tenant_id, v.seq, v.iccid, v.operation, v.status,
-    v.params, v.secret_enc, v.error_field, v.error_code, v.error_reason, v.now
-FROM v";
+const INSERT_ITEMS: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation,
+    status, params, secret_enc, error_field, error_code, error_reason, updated_at)";
+
+/// The item columns, in the order `append_items` binds them.
+const ITEM_COLS: [&str; 12] = [
+    "batch_id",
+    "tenant_id",
+    "seq",
+    "iccid",
+    "operation",
+    "status",
+    "params",
+    "secret_enc",
+    "error_field",
+    "error_code",
+    "error_reason",
+    "updated_at",
+];
 
 impl SqliteStore {
     pub(super) async fn create_batch_impl(&self, new: &NewBatch) -> Result<BatchRecord> {
@@ -49,34 +61,20 @@ impl SqliteStore {
         items: &[NewItem],
     ) -> Result<()> {
         let now = now_ms();
-        let mut approved = 0i64;
-        let mut json_rows = Vec::with_capacity(items.len());
-        for it in items {
-            let (status, ef, ec, er) = match &it.rejection {
-                Some(r) => (
-                    ItemStatus::Rejected,
-                    r.field.clone(),
-                    Some(r.code.clone()),
-                    Some(r.reason.clone()),
-                ),
-                None => {
-                    approved += 1;
-                    (ItemStatus::Approved, None, None, None)
-                }
-            };
-            let secret_enc = (!it.secret.is_empty()).then(|| {
-                self.cipher.seal(
-                    "item",
-                    Value::Object(it.secret.clone()).to_string().as_bytes(),
-                )
-            });
-            json_rows.push(json!({
-                "batch_id": batch_id, "tenant_id": tenant_id, "seq": it.seq, "iccid": it.iccid,
-                "operation": it.operation.map(|o| o.as_str()), "status": status.as_str(),
-                "params": Value::Object(it.params.clone()).to_string(), "secret_enc": secret_enc,
-                "error_field": ef, "error_code": ec, "error_reason": er, "now": now,
-            }));
-        }
+        let approved = items.iter().filter(|it| it.rejection.is_none()).count() as i64;
+        // Params and sealed secrets as the text the columns hold, made before the write lock.
+        let texts: Vec<(String, Option<String>)> = items
+            .iter()
+            .map(|it| {
+                let params = serde_json::to_string(&it.params).unwrap_or_else(|_| "{}".into());
+                let secret = (!it.secret.is_empty()).then(|| {
+                    let plain = serde_json::to_vec(&it.secret).unwrap_or_default();
+                    self.cipher.seal("item", &plain)
+                });
+                (params, secret)
+            })
+            .collect();
+        let rows: Vec<(&NewItem, &(String, Option<String>))> = items.iter().zip(&texts).collect();
         let rejected = items.len() as i64 - approved;
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let status: Option<String> =
@@ -98,7 +96,36 @@ impl SqliteStore {
                 )))
             }
         }
-        write_rows(&mut tx, INSERT_ITEMS, &json_rows).await?;
+        values::write(
+            &mut tx,
+            Shape::Insert,
+            (INSERT_ITEMS, &ITEM_COLS, ""),
+            &rows,
+            |b, (it, (params, secret))| {
+                let (status, field, code, reason) = match &it.rejection {
+                    Some(r) => (
+                        ItemStatus::Rejected,
+                        r.field.as_deref(),
+                        Some(r.code.as_str()),
+                        Some(r.reason.as_str()),
+                    ),
+                    None => (ItemStatus::Approved, None, None, None),
+                };
+                b.push_bind(batch_id)
+                    .push_bind(tenant_id)
+                    .push_bind(it.seq)
+                    .push_bind(it.iccid.as_str())
+                    .push_bind(it.operation.map(|o| o.as_str()))
+                    .push_bind(status.as_str())
+                    .push_bind(params.as_str())
+                    .push_bind(secret.as_deref())
+                    .push_bind(field)
+                    .push_bind(code)
+                    .push_bind(reason)
+                    .push_bind(now);
+            },
+        )
+        .await?;
         sqlx::query(
             "UPDATE batches SET total = total + ?1, approved = approved + ?2, rejected = rejected + ?3, updated_at = ?4
              WHERE id = ?5",
@@ -141,7 +168,7 @@ impl SqliteStore {
             Some(row) => {
                 let b = rows::batch(&row)?;
                 if let Some(ev) = plan::batch_event(&b) {
-                    write_rows(&mut tx, INSERT_EVENTS, &[ev.row(now)]).await?;
+                    write_events(&mut tx, &[ev], now).await?;
                 }
                 b
             }
@@ -294,7 +321,7 @@ impl SqliteStore {
                 .await?,
         )?;
         if let Some(ev) = plan::batch_event(&b) {
-            write_rows(&mut tx, INSERT_EVENTS, &[ev.row(now)]).await?;
+            write_events(&mut tx, &[ev], now).await?;
         }
         tx.commit().await?;
         Ok(Some(b))

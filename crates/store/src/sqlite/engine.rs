@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use simbatch_core::BatchMode;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::query_builder::Separated;
+use sqlx::{Row, Sqlite, Transaction};
 
+use super::values::{self, Shape};
 use super::{pick, rows, SqliteStore};
 use crate::plan::{self, plan_completion};
 use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result, StoreError};
@@ -411,7 +413,7 @@ impl SqliteStore {
         now: i64,
         summary: &mut CompleteSummary,
     ) -> Result<()> {
-        let mut plan = plan_completion(&self.cipher, kept, now);
+        let mut plan = plan_completion(&self.cipher, kept);
         summary.by_operation = crate::plan::count_by_operation(kept);
         for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
             if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
@@ -419,16 +421,15 @@ impl SqliteStore {
                 d.approved_done += 1;
             }
         }
-        write_sims(tx, &plan.sim_inserts, &plan.sim_updates).await?;
-        write_rows(tx, UPDATE_SIM_STATUS, &plan.status_updates).await?;
-        write_rows(tx, INSERT_PROFILES, &plan.profiles).await?;
-        write_rows(tx, INSERT_HISTORY, &plan.history).await?;
-        write_rows(tx, UPDATE_ITEMS, &plan.items).await?;
+        write_sims(tx, &plan.sim_inserts, &plan.sim_updates, now).await?;
+        write_status(tx, &plan.status_updates, now).await?;
+        write_profiles(tx, &plan.profiles, now).await?;
+        write_history(tx, &plan.history, now).await?;
+        write_items(tx, &plan.items, now).await?;
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
-        let rows: Vec<Value> = plan.followers.iter().map(|f| f.row(now)).collect();
-        for (batch_id, op) in fetch_rows(tx, CANCEL_FOLLOWERS, &rows).await? {
+        for (batch_id, op) in cancel_followers(tx, &plan.followers, now).await? {
             if let Some(d) = plan.deltas.get_mut(&batch_id) {
                 d.canceled += 1;
             }
@@ -482,126 +483,268 @@ async fn exec(tx: &mut Transaction<'static, Sqlite>, sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Most bound parameters per statement (SQLite allows 32,766).
-const MAX_PARAMS: usize = 32_000;
-
-/// Build `sql` over the rows as a CTE `v(<keys>)` of bound `VALUES`, one
-/// statement per chunk that fits the parameter limit. Every row is a JSON
-/// object with the same keys (the shared completion plan builds them).
-fn statements<'a>(
-    sql: &'a str,
-    rows: &'a [Value],
-) -> impl Iterator<Item = QueryBuilder<'a, Sqlite>> + 'a {
-    let keys: Vec<String> = match rows.first() {
-        Some(Value::Object(first)) => first.keys().cloned().collect(),
-        _ => Vec::new(),
-    };
-    let per = (MAX_PARAMS / keys.len().max(1)).max(1);
-    let chunks = if keys.is_empty() {
-        [].chunks(1)
-    } else {
-        rows.chunks(per)
-    };
-    chunks.map(move |chunk| {
-        let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-        let mut q = QueryBuilder::<Sqlite>::new(format!("WITH v({}) AS (", quoted.join(", ")));
-        q.push_values(chunk, |mut b, row| {
-            for k in &keys {
-                match &row[k] {
-                    Value::String(s) => b.push_bind(s.clone()),
-                    Value::Number(n) => match n.as_i64() {
-                        Some(i) => b.push_bind(i),
-                        None => b.push_bind(n.as_f64()),
-                    },
-                    Value::Bool(v) => b.push_bind(i64::from(*v)),
-                    Value::Null => b.push_bind(None::<String>),
-                    other => b.push_bind(other.to_string()),
-                };
-            }
-        });
-        q.push(") ").push(sql);
-        q
-    })
-}
-
-/// Run `sql` over the rows (see [`statements`]).
-pub(super) async fn write_rows(
-    tx: &mut Transaction<'static, Sqlite>,
-    sql: &str,
-    rows: &[Value],
-) -> Result<()> {
-    for mut q in statements(sql, rows) {
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(super::conflict)?;
-    }
-    Ok(())
-}
-
-/// Insert outbox events in order, bound straight from the plan (the hot
-/// path writes two or three per item, so no intermediate JSON rows).
-async fn write_events(
+/// Insert outbox events in order, bound straight from the plan.
+pub(super) async fn write_events(
     tx: &mut Transaction<'static, Sqlite>,
     events: &[plan::EventWrite],
     now: i64,
 ) -> Result<()> {
-    const COLS: usize = 5;
-    for chunk in events.chunks(MAX_PARAMS / COLS) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO outbox (event_id, tenant_id, type, created_at, data) ",
-        );
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(e.event_id.as_str())
-                .push_bind(e.tenant_id.as_str())
-                .push_bind(e.kind)
-                .push_bind(now)
-                .push_bind(e.data.to_string());
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
+    const HEAD: &str = "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)";
+    let cols = ["event_id", "tenant_id", "type", "created_at", "data"];
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), events, |b, e| {
+        b.push_bind(e.event_id.as_str())
+            .push_bind(e.tenant_id.as_str())
+            .push_bind(e.kind)
+            .push_bind(now)
+            .push_bind(e.data.as_str());
+    })
+    .await
 }
 
-/// Run `sql` over the rows and collect the first two columns it returns.
-async fn fetch_rows(
+/// Cancel the later APPROVED items of each failed item's ICCID in its
+/// sequential batch; returns the batch and operation of each one canceled.
+async fn cancel_followers(
     tx: &mut Transaction<'static, Sqlite>,
-    sql: &str,
-    rows: &[Value],
+    followers: &[plan::FollowerCancel],
+    now: i64,
 ) -> Result<Vec<(String, Option<String>)>> {
+    let cols = ["batch_id", "tenant_id", "iccid", "after_id", "reason"];
+    let reasons: Vec<String> = followers
+        .iter()
+        .map(|f| plan::follower_reason(f.seq))
+        .collect();
+    let rows: Vec<(&plan::FollowerCancel, &String)> = followers.iter().zip(&reasons).collect();
     let mut out = Vec::new();
-    for mut q in statements(sql, rows) {
-        for r in q.build().fetch_all(&mut **tx).await? {
+    for mut q in values::statements(
+        Shape::Cte,
+        "",
+        &cols,
+        CANCEL_FOLLOWERS,
+        &rows,
+        |b, (f, reason)| {
+            b.push_bind(f.batch_id.as_str())
+                .push_bind(f.tenant_id.as_str())
+                .push_bind(f.iccid.as_str())
+                .push_bind(f.after_id)
+                .push_bind(reason.as_str());
+        },
+    ) {
+        for r in q.build().bind(now).fetch_all(&mut **tx).await? {
             out.push((r.try_get(0)?, r.try_get(1)?));
         }
     }
     Ok(out)
 }
 
-async fn write_sims(
-    tx: &mut Transaction<'static, Sqlite>,
-    inserts: &[Value],
-    updates: &[Value],
-) -> Result<()> {
-    write_rows(tx, INSERT_SIMS, inserts).await?;
-    write_rows(tx, UPDATE_SIMS, updates).await?;
-    // Secrets given on an order for an existing SIM (e.g. generate_activation_code) are kept.
-    let secrets: Vec<Value> = updates
-        .iter()
-        .filter(|u| !u["ki_enc"].is_null() || !u["opc_enc"].is_null())
-        .cloned()
-        .collect();
-    write_rows(tx, UPDATE_SIM_SECRETS, &secrets).await
+/// The SIM columns, in the order [`bind_sim`] binds them.
+const SIM_WRITE_COLS: [&str; 20] = [
+    "tenant_id",
+    "iccid",
+    "imsi",
+    "msisdn",
+    "eid",
+    "imei",
+    "status",
+    "subscription_state",
+    "blocked",
+    "rate_plan",
+    "supplementary_plans",
+    "services",
+    "apn_status",
+    "custom_field_1",
+    "custom_field_2",
+    "custom_field_3",
+    "custom_field_4",
+    "custom_field_5",
+    "ki_enc",
+    "opc_enc",
+];
+
+fn bind_sim<'r>(b: &mut Separated<'_, 'r, Sqlite, &'static str>, w: &'r plan::SimWrite<'r>) {
+    let s = w.sim;
+    b.push_bind(w.tenant_id)
+        .push_bind(s.iccid.as_str())
+        .push_bind(s.imsi.as_deref())
+        .push_bind(s.msisdn.as_deref())
+        .push_bind(s.eid.as_deref())
+        .push_bind(s.imei.as_deref())
+        .push_bind(s.status.as_str())
+        .push_bind(s.subscription_state.map(|v| v.as_str()))
+        .push_bind(i64::from(s.blocked))
+        .push_bind(s.rate_plan.as_deref())
+        .push_bind(w.supplementary_plans())
+        .push_bind(w.services())
+        .push_bind(s.apn_status.as_deref());
+    for f in w.custom_fields() {
+        b.push_bind(f);
+    }
+    b.push_bind(w.ki_enc.as_deref())
+        .push_bind(w.opc_enc.as_deref());
 }
 
-/// Insert SIMs from the rows CTE `v`.
+async fn write_sims(
+    tx: &mut Transaction<'static, Sqlite>,
+    inserts: &[plan::SimWrite<'_>],
+    updates: &[plan::SimWrite<'_>],
+    now: i64,
+) -> Result<()> {
+    for mut q in values::statements(
+        Shape::Cte,
+        "",
+        &SIM_WRITE_COLS,
+        INSERT_SIMS,
+        inserts,
+        bind_sim,
+    ) {
+        q.build()
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(super::conflict)?;
+    }
+    for mut q in values::statements(
+        Shape::Cte,
+        "",
+        &SIM_WRITE_COLS,
+        UPDATE_SIMS,
+        updates,
+        bind_sim,
+    ) {
+        q.build()
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(super::conflict)?;
+    }
+    // Secrets given on an order for an existing SIM (e.g. generate_activation_code) are kept.
+    let secrets: Vec<&plan::SimWrite<'_>> = updates.iter().filter(|u| u.has_secrets()).collect();
+    let cols = ["tenant_id", "iccid", "ki_enc", "opc_enc"];
+    values::write(
+        tx,
+        Shape::Cte,
+        ("", &cols, UPDATE_SIM_SECRETS),
+        &secrets,
+        |b, w| {
+            b.push_bind(w.tenant_id)
+                .push_bind(w.sim.iccid.as_str())
+                .push_bind(w.ki_enc.as_deref())
+                .push_bind(w.opc_enc.as_deref());
+        },
+    )
+    .await
+}
+
+async fn write_status(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[plan::StatusWrite<'_>],
+    now: i64,
+) -> Result<()> {
+    let cols = ["tenant_id", "iccid", "status"];
+    for mut q in values::statements(Shape::Cte, "", &cols, UPDATE_SIM_STATUS, rows, |b, w| {
+        b.push_bind(w.tenant_id)
+            .push_bind(w.iccid)
+            .push_bind(w.status);
+    }) {
+        q.build().bind(now).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn write_profiles(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[plan::ProfileWrite<'_>],
+    now: i64,
+) -> Result<()> {
+    const HEAD: &str = "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code,
+        cc_hash_enc, template, state, apn, expires_at, package_enc, created_at, updated_at)";
+    let cols = [
+        "tenant_id",
+        "iccid",
+        "matching_id",
+        "activation_code",
+        "cc_hash_enc",
+        "template",
+        "state",
+        "apn",
+        "expires_at",
+        "package_enc",
+        "created_at",
+        "updated_at",
+    ];
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, |b, p| {
+        b.push_bind(p.tenant_id)
+            .push_bind(p.iccid)
+            .push_bind(p.matching_id)
+            .push_bind(p.activation_code)
+            .push_bind(p.cc_hash_enc.as_deref())
+            .push_bind(p.template)
+            .push_bind(p.state)
+            .push_bind(p.apn)
+            .push_bind(p.expires_at)
+            .push_bind(p.package_enc.as_deref())
+            .push_bind(now)
+            .push_bind(now);
+    })
+    .await
+}
+
+async fn write_history(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[plan::HistoryWrite<'_>],
+    now: i64,
+) -> Result<()> {
+    const HEAD: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
+        to_status, batch_id, item_id)";
+    let cols = [
+        "tenant_id",
+        "iccid",
+        "at",
+        "operation",
+        "from_status",
+        "to_status",
+        "batch_id",
+        "item_id",
+    ];
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, |b, h| {
+        b.push_bind(h.tenant_id)
+            .push_bind(h.iccid)
+            .push_bind(now)
+            .push_bind(h.operation)
+            .push_bind(h.from_status)
+            .push_bind(h.to_status)
+            .push_bind(h.batch_id)
+            .push_bind(h.item_id);
+    })
+    .await
+}
+
+async fn write_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[plan::ItemWrite<'_>],
+    now: i64,
+) -> Result<()> {
+    let cols = ["id", "status", "error_code", "error_reason", "result"];
+    for mut q in values::statements(Shape::Cte, "", &cols, UPDATE_ITEMS, rows, |b, i| {
+        b.push_bind(i.id)
+            .push_bind(i.status)
+            .push_bind(i.error_code)
+            .push_bind(i.error_reason)
+            .push_bind(i.result.as_deref());
+    }) {
+        q.build().bind(now).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Insert SIMs from the rows CTE `v`; the time is bound twice after the rows.
 pub(super) const INSERT_SIMS: &str = "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status,
     subscription_state, blocked, rate_plan, supplementary_plans, services, apn_status, custom_field_1,
     custom_field_2, custom_field_3, custom_field_4, custom_field_5, ki_enc, opc_enc, created_at, updated_at)
 SELECT v.tenant_id, v.iccid, v.imsi, v.msisdn, v.eid, v.imei, v.status,
     v.subscription_state, v.blocked, v.rate_plan, v.supplementary_plans, v.services,
     v.apn_status, v.custom_field_1, v.custom_field_2, v.custom_field_3, v.custom_field_4,
-    v.custom_field_5, v.ki_enc, v.opc_enc, v.now, v.now
+    v.custom_field_5, v.ki_enc, v.opc_enc, ?, ?
 FROM v";
 
 const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid = v.eid,
@@ -609,20 +752,20 @@ const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid
     blocked = v.blocked, rate_plan = v.rate_plan, supplementary_plans = v.supplementary_plans,
     services = v.services, apn_status = v.apn_status, custom_field_1 = v.custom_field_1,
     custom_field_2 = v.custom_field_2, custom_field_3 = v.custom_field_3,
-    custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5, updated_at = v.now
+    custom_field_4 = v.custom_field_4, custom_field_5 = v.custom_field_5, updated_at = ?
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
 /// Later APPROVED items of a failed item's ICCID in a sequential batch.
 const CANCEL_FOLLOWERS: &str = "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed',
-    error_reason = v.reason, updated_at = v.now
+    error_reason = v.reason, updated_at = ?
 FROM v
 WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND batch_items.id > v.after_id
   AND batch_items.batch_id = v.batch_id AND batch_items.status IN ('APPROVED', 'PROCESSING')
   AND batch_items.status = 'APPROVED'
 RETURNING batch_items.batch_id, batch_items.operation";
 
-const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = v.now
+const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = ?
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
@@ -631,28 +774,8 @@ const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, si
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
-const INSERT_PROFILES: &str =
-    "INSERT INTO profiles (tenant_id, iccid, matching_id, activation_code, cc_hash_enc,
-    template, state, apn, expires_at, created_at, updated_at, package_enc)
-SELECT v.tenant_id, v.iccid, v.matching_id, v.activation_code, v.cc_hash_enc,
-    v.template, v.state, v.apn, v.expires_at, v.now, v.now, v.package_enc
-FROM v";
-
-const INSERT_HISTORY: &str =
-    "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status,
-    batch_id, item_id)
-SELECT v.tenant_id, v.iccid, v.at, v.operation, v.from_status, v.to_status,
-    v.batch_id, v.item_id
-FROM v";
-
 const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v.status, error_code = v.error_code,
     error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
-    updated_at = v.now
+    updated_at = ?
 FROM v
 WHERE batch_items.id = v.id";
-
-/// Insert outbox events from the rows CTE `v`.
-pub(super) const INSERT_EVENTS: &str =
-    "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
-SELECT v.event_id, v.tenant_id, v.type, v.created_at, v.data
-FROM v";

@@ -13,6 +13,7 @@ mod packages;
 mod pick;
 mod profiles;
 mod rows;
+mod values;
 
 use std::collections::HashSet;
 use std::str::FromStr;

@@ -50,7 +50,6 @@ async fn insert_history_and_event(
     .bind(to.as_str())
     .execute(&mut **tx)
     .await?;
-    let row = event.row(now);
     sqlx::query(
         "INSERT INTO outbox (event_id, tenant_id, type, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
@@ -58,7 +57,7 @@ async fn insert_history_and_event(
     .bind(&event.tenant_id)
     .bind(event.kind)
     .bind(now)
-    .bind(row["data"].as_str().unwrap_or("{}"))
+    .bind(&event.data)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -5,6 +5,9 @@
 //! events and counter deltas. Each backend then writes every list with one
 //! set-based statement, so the rules live here once.
 
+mod events;
+mod rows;
+
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -12,44 +15,9 @@ use simbatch_core::{BatchMode, BatchStatus, ItemStatus, Operation, Sim};
 
 use crate::crypto::Cipher;
 use crate::{BatchRecord, ClaimedItem, Completion, OperationCount, StoreError};
-
-/// A SIM row to insert or update, as the JSON object the SQL reads.
-#[derive(Debug, Clone)]
-pub struct SimWrite(pub Value);
-
-/// Build the JSON row for a SIM write.
-pub fn sim_row(
-    tenant_id: &str,
-    sim: &Sim,
-    ki_enc: Option<String>,
-    opc_enc: Option<String>,
-    now: i64,
-) -> SimWrite {
-    let cf = |n: &str| sim.custom_fields.get(n).cloned();
-    SimWrite(json!({
-        "tenant_id": tenant_id,
-        "iccid": sim.iccid,
-        "imsi": sim.imsi,
-        "msisdn": sim.msisdn,
-        "eid": sim.eid,
-        "imei": sim.imei,
-        "status": sim.status.as_str(),
-        "subscription_state": sim.subscription_state.map(|s| s.as_str()),
-        "blocked": i64::from(sim.blocked),
-        "rate_plan": sim.rate_plan,
-        "supplementary_plans": serde_json::to_string(&sim.supplementary_plans).unwrap_or_else(|_| "[]".into()),
-        "services": serde_json::to_string(&sim.services).unwrap_or_else(|_| "{}".into()),
-        "apn_status": sim.apn_status,
-        "custom_field_1": cf("1"),
-        "custom_field_2": cf("2"),
-        "custom_field_3": cf("3"),
-        "custom_field_4": cf("4"),
-        "custom_field_5": cf("5"),
-        "ki_enc": ki_enc,
-        "opc_enc": opc_enc,
-        "now": now,
-    }))
-}
+pub use events::EventWrite;
+use events::{ChangeEvent, OrderEvent, SubscriptionEvent};
+pub use rows::{HistoryWrite, ItemWrite, ProfileWrite, SimWrite, StatusWrite};
 
 /// The count of `op` in `counts`, appended (zero) if absent.
 pub fn operation_slot(counts: &mut Vec<OperationCount>, op: Operation) -> &mut OperationCount {
@@ -114,70 +82,21 @@ pub struct FollowerCancel {
     pub seq: i64,
 }
 
-impl FollowerCancel {
-    /// The JSON row the SQL reads.
-    pub fn row(&self, now: i64) -> Value {
-        json!({"batch_id": self.batch_id, "tenant_id": self.tenant_id, "iccid": self.iccid,
-               "after_id": self.after_id, "reason": follower_reason(self.seq), "now": now})
-    }
-}
-
-/// An outbox event to insert.
-#[derive(Debug, Clone)]
-pub struct EventWrite {
-    /// Stable event id.
-    pub event_id: String,
-    /// Owner.
-    pub tenant_id: String,
-    /// Event type.
-    pub kind: &'static str,
-    /// JSON payload.
-    pub data: Value,
-}
-
-impl EventWrite {
-    /// A new event with a fresh id.
-    pub fn new(tenant_id: &str, kind: &'static str, data: Value) -> Self {
-        Self {
-            event_id: event_id(),
-            tenant_id: tenant_id.to_owned(),
-            kind,
-            data,
-        }
-    }
-
-    /// The JSON row the SQL reads.
-    pub fn row(&self, now: i64) -> Value {
-        json!({"event_id": self.event_id, "tenant_id": self.tenant_id, "type": self.kind, "created_at": now,
-               "data": self.data.to_string()})
-    }
-}
-
-/// A fresh version 4 UUID for an event.
-///
-/// The hot path makes two or three per item; uuid's `fast-rng` feature draws
-/// them from a thread-local generator seeded from the OS, instead of one OS
-/// random call per id (about a millisecond per 1,000-item chunk).
-fn event_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Everything one chunk completion writes.
+/// Everything one chunk completion writes, borrowed from its completions.
 #[derive(Debug, Default)]
-pub struct CompletionPlan {
+pub struct CompletionPlan<'a> {
     /// SIMs to insert (created by the order).
-    pub sim_inserts: Vec<Value>,
+    pub sim_inserts: Vec<SimWrite<'a>>,
     /// SIMs to update in full.
-    pub sim_updates: Vec<Value>,
-    /// SIMs whose status alone changed (the lifecycle verbs): a narrower update
-    /// that leaves the identifier indexes untouched.
-    pub status_updates: Vec<Value>,
+    pub sim_updates: Vec<SimWrite<'a>>,
+    /// SIMs whose status alone changed.
+    pub status_updates: Vec<StatusWrite<'a>>,
     /// Profiles to insert.
-    pub profiles: Vec<Value>,
+    pub profiles: Vec<ProfileWrite<'a>>,
     /// History rows.
-    pub history: Vec<Value>,
+    pub history: Vec<HistoryWrite<'a>>,
     /// Item results.
-    pub items: Vec<Value>,
+    pub items: Vec<ItemWrite<'a>>,
     /// Follower cancellations (sequential mode).
     pub followers: Vec<FollowerCancel>,
     /// Outbox events.
@@ -218,25 +137,56 @@ fn parts_of<T>(items: Vec<T>, size: usize, heavy: impl Fn(&T) -> bool) -> Vec<Ve
 /// Associated data of a sealed profile package.
 pub const PACKAGE_PURPOSE: &str = "profile_package";
 
+/// Whether two SIMs differ in their lifecycle status at most. Every field
+/// is named, so a field added to [`Sim`] cannot be forgotten here.
+fn same_but_status(a: &Sim, b: &Sim) -> bool {
+    let Sim {
+        iccid,
+        imsi,
+        msisdn,
+        eid,
+        imei,
+        status: _,
+        subscription_state,
+        blocked,
+        rate_plan,
+        supplementary_plans,
+        services,
+        apn_status,
+        custom_fields,
+    } = a;
+    *iccid == b.iccid
+        && *imsi == b.imsi
+        && *msisdn == b.msisdn
+        && *eid == b.eid
+        && *imei == b.imei
+        && *subscription_state == b.subscription_state
+        && *blocked == b.blocked
+        && *rate_plan == b.rate_plan
+        && *supplementary_plans == b.supplementary_plans
+        && *services == b.services
+        && *apn_status == b.apn_status
+        && *custom_fields == b.custom_fields
+}
+
 /// Plan the writes for completions whose lease is still held.
-pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> CompletionPlan {
+pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> CompletionPlan<'a> {
     let mut plan = CompletionPlan::default();
     for c in done {
         let it = &c.item;
-        let delta = plan
-            .deltas
-            .entry(it.batch_id.clone())
-            .or_insert_with(|| BatchDelta {
-                tenant_id: it.tenant_id.clone(),
-                ..Default::default()
-            });
+        let delta = match plan.deltas.get_mut(&it.batch_id) {
+            Some(d) => d,
+            None => plan
+                .deltas
+                .entry(it.batch_id.clone())
+                .or_insert_with(|| BatchDelta {
+                    tenant_id: it.tenant_id.clone(),
+                    ..Default::default()
+                }),
+        };
         delta.processing_done += 1;
-        // Both `order.*` payloads carry every key; the ones that do not apply are null.
-        // `reference` is the client's correlation id (ECC's requestid); `msisdn` the SIM's, if known.
-        let mut base = json!({"batch_id": it.batch_id, "order_id": it.id, "seq": it.seq, "iccid": it.iccid,
-                          "operation": it.operation.as_str(), "error_code": null, "error_reason": null,
-                          "result": null, "reference": it.fields.get("reference").cloned().unwrap_or(Value::Null),
-                          "msisdn": it.sim.as_ref().and_then(|s| s.msisdn.clone())});
+        let operation = it.operation.as_str();
+        let reference = it.fields.get("reference").unwrap_or(&Value::Null);
         match &c.result {
             Ok(outcome) => {
                 delta.completed += 1;
@@ -248,87 +198,147 @@ pub fn plan_completion(cipher: &Cipher, done: &[Completion], now: i64) -> Comple
                     None => (None, None),
                 };
                 let status_only = c.sim_secrets.is_none()
-                    && it.sim.as_ref().is_some_and(|before| {
-                        let mut same = before.clone();
-                        same.status = outcome.sim.status;
-                        same == outcome.sim
-                    });
+                    && it
+                        .sim
+                        .as_ref()
+                        .is_some_and(|before| same_but_status(before, &outcome.sim));
+                let sim = SimWrite {
+                    tenant_id: &it.tenant_id,
+                    sim: &outcome.sim,
+                    ki_enc,
+                    opc_enc,
+                };
                 if outcome.created {
-                    plan.sim_inserts
-                        .push(sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0);
+                    plan.sim_inserts.push(sim);
                 } else if status_only {
-                    plan.status_updates
-                        .push(json!({"tenant_id": it.tenant_id, "iccid": it.iccid,
-                        "status": outcome.sim.status.as_str(), "now": now}));
+                    plan.status_updates.push(StatusWrite {
+                        tenant_id: &it.tenant_id,
+                        iccid: &it.iccid,
+                        status: outcome.sim.status.as_str(),
+                    });
                 } else {
-                    plan.sim_updates
-                        .push(sim_row(&it.tenant_id, &outcome.sim, ki_enc, opc_enc, now).0);
+                    plan.sim_updates.push(sim);
                 }
                 if let Some(p) = &outcome.profile {
-                    plan.profiles.push(json!({
-                        "tenant_id": it.tenant_id, "iccid": it.iccid, "matching_id": p.matching_id,
-                        "activation_code": p.activation_code,
-                        "cc_hash_enc": p.cc_hash.map(|h| cipher.seal("cc_hash", &h)),
-                        "template": p.template, "state": p.state, "apn": p.apn,
-                        "package_enc": c.package.as_deref().map(|pkg| cipher.seal(PACKAGE_PURPOSE, pkg)),
-                        "expires_at": p.expires_at.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
-                        "now": now,
-                    }));
+                    plan.profiles.push(ProfileWrite {
+                        tenant_id: &it.tenant_id,
+                        iccid: &it.iccid,
+                        matching_id: &p.matching_id,
+                        activation_code: &p.activation_code,
+                        cc_hash_enc: p.cc_hash.map(|h| cipher.seal("cc_hash", &h)),
+                        template: p.template.as_deref(),
+                        state: p.state,
+                        apn: p.apn.as_deref(),
+                        package_enc: c
+                            .package
+                            .as_deref()
+                            .map(|pkg| cipher.seal(PACKAGE_PURPOSE, pkg)),
+                        expires_at: p
+                            .expires_at
+                            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                    });
                 }
                 let from = outcome.from_status.map(|s| s.as_str());
                 let to = outcome.sim.status.as_str();
-                plan.history.push(
-                    json!({"tenant_id": it.tenant_id, "iccid": it.iccid, "at": now,
-                    "operation": it.operation.as_str(), "from_status": from, "to_status": to,
-                    "batch_id": it.batch_id, "item_id": it.id}),
-                );
-                plan.items.push(json!({"id": it.id, "status": ItemStatus::Completed.as_str(),
-                    "error_code": null, "error_reason": null, "result": outcome.result.to_string(), "now": now}));
-                base["msisdn"] = json!(outcome.sim.msisdn);
-                let before_imei = it.sim.as_ref().and_then(|s| s.imei.clone());
-                if before_imei != outcome.sim.imei {
-                    plan.events.push(EventWrite::new(
-                        &it.tenant_id,
-                        "sim.imei_changed",
-                        json!({"iccid": it.iccid, "from": before_imei, "to": outcome.sim.imei,
-                               "operation": it.operation.as_str(), "batch_id": it.batch_id, "order_id": it.id}),
-                    ));
+                plan.history.push(HistoryWrite {
+                    tenant_id: &it.tenant_id,
+                    iccid: &it.iccid,
+                    operation,
+                    from_status: from,
+                    to_status: to,
+                    batch_id: &it.batch_id,
+                    item_id: it.id,
+                });
+                plan.items.push(ItemWrite {
+                    id: it.id,
+                    status: ItemStatus::Completed.as_str(),
+                    error_code: None,
+                    error_reason: None,
+                    result: Some(outcome.result.to_string()),
+                });
+                let before_imei = it.sim.as_ref().and_then(|s| s.imei.as_deref());
+                if before_imei != outcome.sim.imei.as_deref() {
+                    let change = ChangeEvent {
+                        batch_id: &it.batch_id,
+                        from: before_imei,
+                        iccid: &it.iccid,
+                        operation,
+                        order_id: it.id,
+                        to: outcome.sim.imei.as_deref(),
+                    };
+                    plan.events
+                        .push(EventWrite::of(&it.tenant_id, "sim.imei_changed", &change));
                 }
                 let before_state = it.sim.as_ref().and_then(|s| s.subscription_state);
                 if before_state != outcome.sim.subscription_state {
-                    plan.events.push(EventWrite::new(
+                    let change = SubscriptionEvent {
+                        batch_id: &it.batch_id,
+                        from: before_state.map(|s| s.as_str()),
+                        iccid: &it.iccid,
+                        imsi: outcome.sim.imsi.as_deref(),
+                        msisdn: outcome.sim.msisdn.as_deref(),
+                        operation,
+                        order_id: it.id,
+                        to: outcome.sim.subscription_state.map(|s| s.as_str()),
+                    };
+                    plan.events.push(EventWrite::of(
                         &it.tenant_id,
                         "subscription.state_changed",
-                        json!({"iccid": it.iccid, "msisdn": outcome.sim.msisdn, "imsi": outcome.sim.imsi,
-                               "from": before_state.map(|s| s.as_str()),
-                               "to": outcome.sim.subscription_state.map(|s| s.as_str()),
-                               "operation": it.operation.as_str(), "batch_id": it.batch_id, "order_id": it.id}),
+                        &change,
                     ));
                 }
-                let mut data = base.clone();
-                data["status"] = json!("COMPLETED");
-                data["result"] = outcome.result.clone();
+                let order = OrderEvent {
+                    batch_id: &it.batch_id,
+                    error_code: None,
+                    error_reason: None,
+                    iccid: &it.iccid,
+                    msisdn: outcome.sim.msisdn.as_deref(),
+                    operation,
+                    order_id: it.id,
+                    reference,
+                    result: &outcome.result,
+                    seq: it.seq,
+                    status: "COMPLETED",
+                };
                 plan.events
-                    .push(EventWrite::new(&it.tenant_id, "order.completed", data));
+                    .push(EventWrite::of(&it.tenant_id, "order.completed", &order));
                 if outcome.status_changed() {
-                    plan.events.push(EventWrite::new(
-                        &it.tenant_id,
-                        "sim.status_changed",
-                        json!({"iccid": it.iccid, "from": from, "to": to, "operation": it.operation.as_str(),
-                               "batch_id": it.batch_id, "order_id": it.id}),
-                    ));
+                    let change = ChangeEvent {
+                        batch_id: &it.batch_id,
+                        from,
+                        iccid: &it.iccid,
+                        operation,
+                        order_id: it.id,
+                        to: Some(to),
+                    };
+                    plan.events
+                        .push(EventWrite::of(&it.tenant_id, "sim.status_changed", &change));
                 }
             }
             Err(failure) => {
                 delta.failed += 1;
-                plan.items.push(json!({"id": it.id, "status": ItemStatus::Failed.as_str(),
-                    "error_code": failure.code, "error_reason": failure.reason, "result": null, "now": now}));
-                let mut data = base.clone();
-                data["status"] = json!("FAILED");
-                data["error_code"] = json!(failure.code);
-                data["error_reason"] = json!(failure.reason);
+                plan.items.push(ItemWrite {
+                    id: it.id,
+                    status: ItemStatus::Failed.as_str(),
+                    error_code: Some(&failure.code),
+                    error_reason: Some(&failure.reason),
+                    result: None,
+                });
+                let order = OrderEvent {
+                    batch_id: &it.batch_id,
+                    error_code: Some(&failure.code),
+                    error_reason: Some(&failure.reason),
+                    iccid: &it.iccid,
+                    msisdn: it.sim.as_ref().and_then(|s| s.msisdn.as_deref()),
+                    operation,
+                    order_id: it.id,
+                    reference,
+                    result: &Value::Null,
+                    seq: it.seq,
+                    status: "FAILED",
+                };
                 plan.events
-                    .push(EventWrite::new(&it.tenant_id, "order.failed", data));
+                    .push(EventWrite::of(&it.tenant_id, "order.failed", &order));
                 if it.mode == BatchMode::SequentialPerIccid {
                     plan.followers.push(FollowerCancel {
                         batch_id: it.batch_id.clone(),
@@ -404,18 +414,6 @@ pub fn finishes(status: BatchStatus) -> bool {
 mod tests {
     use super::*;
     use crate::CompleteSummary;
-
-    #[test]
-    fn event_ids_are_distinct_version_4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| event_id()).collect();
-        assert_eq!(ids.len(), 10_000);
-        for id in ids.iter().take(100) {
-            let u = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!(u.get_version_num(), 4);
-        }
-        let other = std::thread::spawn(event_id).join().unwrap();
-        assert!(!ids.contains(&other));
-    }
 
     #[test]
     fn only_chunks_with_heavy_items_are_split_in_order() {
