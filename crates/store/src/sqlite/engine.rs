@@ -335,6 +335,8 @@ impl SqliteStore {
             .await?;
         let applied = t0.elapsed();
         tx.commit().await?;
+        let committed = t0.elapsed();
+        drop(done);
         // Where a chunk's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::debug!(
@@ -342,7 +344,8 @@ impl SqliteStore {
             pick_ms = ms(picked),
             exec_ms = ms(executed - picked),
             apply_ms = ms(applied - executed),
-            commit_ms = ms(t0.elapsed() - applied),
+            commit_ms = ms(committed - applied),
+            drop_ms = ms(t0.elapsed() - committed),
             "chunk phases"
         );
         Ok(Some(summary))
