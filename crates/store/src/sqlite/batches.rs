@@ -101,6 +101,7 @@ impl SqliteStore {
             Shape::Insert,
             (INSERT_ITEMS, &ITEM_COLS, ""),
             &rows,
+            &[],
             |b, (it, (params, secret))| {
                 let (status, field, code, reason) = match &it.rejection {
                     Some(r) => (

@@ -494,7 +494,7 @@ pub(super) async fn write_events(
 ) -> Result<()> {
     const HEAD: &str = "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)";
     let cols = ["event_id", "tenant_id", "type", "created_at", "data"];
-    values::write(tx, Shape::Insert, (HEAD, &cols, ""), events, |b, e| {
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), events, &[], |b, e| {
         b.push_bind(e.event_id.as_str())
             .push_bind(e.tenant_id.as_str())
             .push_bind(e.kind)
@@ -591,35 +591,12 @@ async fn write_sims(
     updates: &[plan::SimWrite<'_>],
     now: i64,
 ) -> Result<()> {
-    for mut q in values::statements(
-        Shape::Cte,
-        "",
-        &SIM_WRITE_COLS,
-        INSERT_SIMS,
-        inserts,
-        bind_sim,
-    ) {
-        q.build()
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(super::conflict)?;
-    }
-    for mut q in values::statements(
-        Shape::Cte,
-        "",
-        &SIM_WRITE_COLS,
-        UPDATE_SIMS,
-        updates,
-        bind_sim,
-    ) {
-        q.build()
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(super::conflict)?;
-    }
+    let (insert, update) = (
+        ("", &SIM_WRITE_COLS[..], INSERT_SIMS),
+        ("", &SIM_WRITE_COLS[..], UPDATE_SIMS),
+    );
+    values::write(tx, Shape::Cte, insert, inserts, &[now, now], bind_sim).await?;
+    values::write(tx, Shape::Cte, update, updates, &[now], bind_sim).await?;
     // Secrets given on an order for an existing SIM (e.g. generate_activation_code) are kept.
     let secrets: Vec<&plan::SimWrite<'_>> = updates.iter().filter(|u| u.has_secrets()).collect();
     let cols = ["tenant_id", "iccid", "ki_enc", "opc_enc"];
@@ -628,6 +605,7 @@ async fn write_sims(
         Shape::Cte,
         ("", &cols, UPDATE_SIM_SECRETS),
         &secrets,
+        &[],
         |b, w| {
             b.push_bind(w.tenant_id)
                 .push_bind(w.sim.iccid.as_str())
@@ -644,14 +622,19 @@ async fn write_status(
     now: i64,
 ) -> Result<()> {
     let cols = ["tenant_id", "iccid", "status"];
-    for mut q in values::statements(Shape::Cte, "", &cols, UPDATE_SIM_STATUS, rows, |b, w| {
-        b.push_bind(w.tenant_id)
-            .push_bind(w.iccid)
-            .push_bind(w.status);
-    }) {
-        q.build().bind(now).execute(&mut **tx).await?;
-    }
-    Ok(())
+    values::write(
+        tx,
+        Shape::Cte,
+        ("", &cols, UPDATE_SIM_STATUS),
+        rows,
+        &[now],
+        |b, w| {
+            b.push_bind(w.tenant_id)
+                .push_bind(w.iccid)
+                .push_bind(w.status);
+        },
+    )
+    .await
 }
 
 async fn write_profiles(
@@ -675,7 +658,7 @@ async fn write_profiles(
         "created_at",
         "updated_at",
     ];
-    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, |b, p| {
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, &[], |b, p| {
         b.push_bind(p.tenant_id)
             .push_bind(p.iccid)
             .push_bind(p.matching_id)
@@ -709,7 +692,7 @@ async fn write_history(
         "batch_id",
         "item_id",
     ];
-    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, |b, h| {
+    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, &[], |b, h| {
         b.push_bind(h.tenant_id)
             .push_bind(h.iccid)
             .push_bind(now)
@@ -728,16 +711,21 @@ async fn write_items(
     now: i64,
 ) -> Result<()> {
     let cols = ["id", "status", "error_code", "error_reason", "result"];
-    for mut q in values::statements(Shape::Cte, "", &cols, UPDATE_ITEMS, rows, |b, i| {
-        b.push_bind(i.id)
-            .push_bind(i.status)
-            .push_bind(i.error_code)
-            .push_bind(i.error_reason)
-            .push_bind(i.result.as_deref());
-    }) {
-        q.build().bind(now).execute(&mut **tx).await?;
-    }
-    Ok(())
+    values::write(
+        tx,
+        Shape::Cte,
+        ("", &cols, UPDATE_ITEMS),
+        rows,
+        &[now],
+        |b, i| {
+            b.push_bind(i.id)
+                .push_bind(i.status)
+                .push_bind(i.error_code)
+                .push_bind(i.error_reason)
+                .push_bind(i.result.as_deref());
+        },
+    )
+    .await
 }
 
 /// Insert SIMs from the rows CTE `v`; the time is bound twice after the rows.

@@ -49,20 +49,23 @@ pub(super) fn statements<'r, T>(
         .collect()
 }
 
-/// Run the statements of [`statements`]; a constraint they break is a
-/// [`crate::StoreError::Conflict`].
+/// Run the statements of [`statements`], binding `after` once more after
+/// the rows of each (the `?` in `tail`, such as the time); a constraint they
+/// break is a [`crate::StoreError::Conflict`].
 pub(super) async fn write<'r, T>(
     tx: &mut Transaction<'static, Sqlite>,
     shape: Shape,
     (head, cols, tail): (&str, &[&str], &str),
     rows: &'r [T],
+    after: &[i64],
     bind: impl Fn(&mut Separated<'_, 'r, Sqlite, &'static str>, &'r T),
 ) -> Result<()> {
     for mut q in statements(shape, head, cols, tail, rows, bind) {
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(super::conflict)?;
+        let mut query = q.build();
+        for v in after {
+            query = query.bind(*v);
+        }
+        query.execute(&mut **tx).await.map_err(super::conflict)?;
     }
     Ok(())
 }
