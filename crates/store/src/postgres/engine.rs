@@ -307,19 +307,18 @@ impl PgStore {
         if held.is_empty() {
             return Ok(summary);
         }
-        drop(plan);
-        let kept: Vec<Completion>;
-        let kept: &[Completion] = if held.len() < done.len() {
-            kept = done
+        // The plan is made again only for the items that kept their lease.
+        let held_only: Vec<Completion>;
+        let (mut plan, kept) = if held.len() < done.len() {
+            held_only = done
                 .iter()
                 .filter(|c| held.contains(&c.item.id))
                 .cloned()
                 .collect();
-            &kept
+            (plan_completion(&self.cipher, &held_only), &held_only[..])
         } else {
-            done
+            (plan, done)
         };
-        let mut plan = plan_completion(&self.cipher, kept);
         summary.by_operation = crate::plan::count_by_operation(kept);
         writes::sims(tx, &plan.sim_inserts, false, now).await?;
         writes::sims(tx, &plan.sim_updates, true, now).await?;
