@@ -256,7 +256,9 @@ async fn secrets_never_leak(b: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    // A single-SIM order.
+    // A single-SIM order, on a SIM the register batch has created (a
+    // single order on a SIM that does not exist yet is a 404).
+    app.wait_batch(&reg_id).await;
     let (s, one) = post_clean(
         &app,
         &format!("/v1/sims/{}/activate?wait=10", sims[0]),
