@@ -5,6 +5,7 @@
 //! events and counter deltas. Each backend then writes every list with one
 //! set-based statement, so the rules live here once.
 
+pub mod blocks;
 mod events;
 mod rows;
 

@@ -3,7 +3,7 @@
 use simbatch_core::ItemStatus;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::engine::write_events;
+use super::outbox::write_events;
 use super::values::{self, Shape};
 use super::{conflict, rows, SqliteStore};
 use crate::plan;

@@ -475,7 +475,7 @@ impl SqliteStore {
             plan.events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        write_events(tx, &plan.events, now).await?;
+        super::outbox::write_events(tx, &plan.events, now).await?;
         Ok(())
     }
 }
@@ -484,24 +484,6 @@ impl SqliteStore {
 async fn exec(tx: &mut Transaction<'static, Sqlite>, sql: &str) -> Result<()> {
     sqlx::query(sql).execute(&mut **tx).await?;
     Ok(())
-}
-
-/// Insert outbox events in order, bound straight from the plan.
-pub(super) async fn write_events(
-    tx: &mut Transaction<'static, Sqlite>,
-    events: &[plan::EventWrite],
-    now: i64,
-) -> Result<()> {
-    const HEAD: &str = "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)";
-    let cols = ["event_id", "tenant_id", "type", "created_at", "data"];
-    values::write(tx, Shape::Insert, (HEAD, &cols, ""), events, &[], |b, e| {
-        b.push_bind(e.event_id.as_str())
-            .push_bind(e.tenant_id.as_str())
-            .push_bind(e.kind)
-            .push_bind(now)
-            .push_bind(e.data.as_str());
-    })
-    .await
 }
 
 /// Cancel the later APPROVED items of each failed item's ICCID in its

@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{rows, SqliteStore};
+use super::SqliteStore;
 use crate::*;
 
 impl SqliteStore {
@@ -14,19 +14,8 @@ impl SqliteStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        sqlx::query(
-            "SELECT id, event_id, type, created_at, data FROM outbox
-             WHERE tenant_id = ?1 AND type = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(after)
-        .bind(limit.clamp(1, 1000))
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::event)
-        .collect()
+        self.read_events(tenant_id, Some(kind), after, limit.clamp(1, 1000))
+            .await
     }
 
     pub(super) async fn open_order_impl(

@@ -266,32 +266,29 @@ impl SqliteStore {
         now: i64,
         limit: i64,
     ) -> Result<Vec<(Webhook, Event)>> {
+        // The block holding each webhook's next event; the event is read
+        // from the block, most often from the store's block cache.
         let rows = sqlx::query(
-            "SELECT w.*, o.id AS o_id, o.event_id AS o_event_id, o.type AS o_type, o.created_at AS o_created_at,
-                    o.data AS o_data
+            "SELECT w.*, (SELECT min(id) FROM outbox WHERE tenant_id = w.tenant_id AND id > w.cursor) AS block_id
              FROM webhooks w
-             JOIN outbox o ON o.id = (SELECT min(id) FROM outbox WHERE tenant_id = w.tenant_id AND id > w.cursor)
-             WHERE w.enabled = 1 AND w.next_attempt_at <= ?1
+             WHERE w.enabled = 1 AND w.next_attempt_at <= ?1 AND block_id IS NOT NULL
              ORDER BY w.next_attempt_at LIMIT ?2",
         )
         .bind(now)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let data: String = r.try_get("o_data")?;
-                let event = Event {
-                    seq: r.try_get("o_id")?,
-                    id: r.try_get("o_event_id")?,
-                    kind: r.try_get("o_type")?,
-                    created_at: r.try_get("o_created_at")?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                };
-                Ok((self.webhook(r, true)?, event))
-            })
-            .collect()
+        let mut due = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let hook = self.webhook(r, true)?;
+            if let Some(event) = self
+                .event_after_in(r.try_get("block_id")?, hook.cursor)
+                .await?
+            {
+                due.push((hook, event));
+            }
+        }
+        Ok(due)
     }
 
     pub(super) async fn record_delivery_impl(&self, a: &DeliveryAttempt) -> Result<()> {

@@ -9,6 +9,7 @@ mod dialect;
 mod engine;
 mod lookups;
 mod misc;
+mod outbox;
 mod packages;
 mod pick;
 mod profiles;
@@ -33,6 +34,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
     cipher: Cipher,
+    /// Outbox blocks read lately.
+    blocks: outbox::BlockCache,
     /// Alive as long as the store: the background checkpointer stops when
     /// it can no longer upgrade its weak reference.
     _alive: Arc<()>,
@@ -84,6 +87,7 @@ impl SqliteStore {
             write,
             read,
             cipher,
+            blocks: outbox::BlockCache::default(),
             _alive: alive,
         })
     }
@@ -362,17 +366,7 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        sqlx::query(
-            "SELECT id, event_id, type, created_at, data FROM outbox WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )
-        .bind(tenant_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(rows::event)
-        .collect()
+        self.read_events(tenant_id, None, after_seq, limit).await
     }
 
     async fn create_webhook(&self, tenant_id: &str, url: &str) -> Result<Webhook> {

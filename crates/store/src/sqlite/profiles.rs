@@ -50,17 +50,7 @@ async fn insert_history_and_event(
     .bind(to.as_str())
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO outbox (event_id, tenant_id, type, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(&event.event_id)
-    .bind(&event.tenant_id)
-    .bind(event.kind)
-    .bind(now)
-    .bind(&event.data)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    super::outbox::write_events(tx, std::slice::from_ref(event), now).await
 }
 
 impl SqliteStore {

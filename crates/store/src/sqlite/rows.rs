@@ -7,7 +7,7 @@ use simbatch_core::{
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::{BatchRecord, Event, HistoryEntry, ItemRecord, Result, SimRecord, StoreError};
+use crate::{BatchRecord, HistoryEntry, ItemRecord, Result, SimRecord, StoreError};
 
 /// Columns read by [`batch`].
 pub const BATCH_COLS: &str =
@@ -148,17 +148,5 @@ pub fn history(r: &SqliteRow) -> Result<HistoryEntry> {
         to_status: r.try_get("to_status")?,
         batch_id: r.try_get("batch_id")?,
         order_id: r.try_get("item_id")?,
-    })
-}
-
-/// An outbox row.
-pub fn event(r: &SqliteRow) -> Result<Event> {
-    let data: String = r.try_get("data")?;
-    Ok(Event {
-        seq: r.try_get("id")?,
-        id: r.try_get("event_id")?,
-        kind: r.try_get("type")?,
-        created_at: r.try_get("created_at")?,
-        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
