@@ -58,10 +58,22 @@ enum Command {
     Client(client::ClientCommand),
 }
 
-fn init_logging(json: bool) {
+impl Command {
+    /// The log filter used when `SIMBATCH_LOG` is not set. The bench starts its
+    /// own server and polls it thousands of times; at `info` every poll would
+    /// print a request line and bury the figures, so it logs warnings only.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Bench(_) => "warn",
+            _ => "info,sqlx=warn",
+        }
+    }
+}
+
+fn init_logging(json: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SIMBATCH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("SIMBATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -83,7 +95,10 @@ async fn main() -> ExitCode {
         }
     };
     let format = cli.log_format.or(file.log_format).unwrap_or_default();
-    init_logging(cli.log_json || format == config::LogFormat::Json);
+    init_logging(
+        cli.log_json || format == config::LogFormat::Json,
+        cli.command.default_log_filter(),
+    );
     let result = match cli.command {
         Command::Serve(args) => serve::run(args.resolve(&file)).await,
         Command::Migrate(db) => admin::migrate(db.resolve(&file)).await,
@@ -110,5 +125,23 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> Command {
+        Cli::try_parse_from(args).expect("parses").command
+    }
+
+    #[test]
+    fn bench_logs_warnings_only_by_default_and_serve_logs_requests() {
+        assert_eq!(command(&["simbatch", "bench"]).default_log_filter(), "warn");
+        assert_eq!(
+            command(&["simbatch", "serve"]).default_log_filter(),
+            "info,sqlx=warn"
+        );
     }
 }
