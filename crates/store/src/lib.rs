@@ -11,6 +11,7 @@
 mod batch_counts;
 pub mod crypto;
 pub mod model;
+mod outbox;
 pub mod plan;
 pub mod postgres;
 pub mod profiles;

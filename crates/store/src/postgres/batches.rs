@@ -140,6 +140,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err("an item with this seq"))?;
+        self.growth.record(n);
         let n = n as i64;
         sqlx::query(
             "UPDATE batches SET total = total + $2, approved = approved + $3, rejected = rejected + $4,

@@ -102,14 +102,27 @@ impl PgStore {
                 items: Vec::new(),
             });
         }
+        self.refresh_statistics_if_due().await;
         let mut tx = self.pool.begin().await?;
-        // Two index-driven picks: expired leases first (batch_items_leased), then
-        // fresh items (batch_items_runnable). One query with an OR would walk
+        // The picks must walk their partial indexes in id order and stop at
+        // the limit. Statistics lag a table that grows by a million rows in
+        // a minute, and with them the planner preferred sorting every
+        // runnable item (or scanning the table for `id = ANY`) on each claim,
+        // so each chunk cost more than the last. Scoped to this transaction.
+        sqlx::query("SET LOCAL enable_sort = off")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await?;
+        // Two index-driven picks: expired leases first, oldest first
+        // (batch_items_leased; at most one item per SIM is leased, so their
+        // order does not matter), then fresh items in id order (batch_items_runnable). One query with an OR would walk
         // the primary key past every finished item.
         let mut picked: Vec<(i64, String)> = sqlx::query_as(
             "SELECT i.id, i.status FROM batch_items i
              WHERE i.status = 'PROCESSING' AND i.lease_until < $1
-             ORDER BY i.id LIMIT $2
+             ORDER BY i.lease_until LIMIT $2
              FOR UPDATE OF i SKIP LOCKED",
         )
         .bind(now)
@@ -252,6 +265,16 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tracing::warn!(items = done.len(), error = %err, "chunk refused; completing its items one by one");
+        // Every batch row the items will lock is locked now, in id order:
+        // the first item's events take the outbox counter, and no batch
+        // lock may be taken after it (see `outbox`).
+        let mut batch_ids: Vec<&str> = done.iter().map(|c| c.item.batch_id.as_str()).collect();
+        batch_ids.sort_unstable();
+        batch_ids.dedup();
+        sqlx::query("SELECT id FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&batch_ids)
+            .execute(&mut *tx)
+            .await?;
         let mut summary = CompleteSummary {
             fenced_out: total - done.len(),
             ..Default::default()
@@ -321,6 +344,7 @@ impl PgStore {
         };
         summary.by_operation = crate::plan::count_by_operation(kept);
         writes::sims(tx, &plan.sim_inserts, false, now).await?;
+        self.growth.record(plan.sim_inserts.len());
         writes::sims(tx, &plan.sim_updates, true, now).await?;
         writes::statuses(tx, &plan.status_updates, now).await?;
         writes::profiles(tx, &plan.profiles, now).await?;
@@ -340,10 +364,9 @@ impl PgStore {
                 }
             }
         }
-        // The item events go in before the batch rows are locked.
+        // Events are written last (see `outbox`): the counter's lock comes
+        // after the batch rows', in every transaction.
         let mut events = std::mem::take(&mut plan.events);
-        write_events(tx, &events, now).await?;
-        events.clear();
 
         // Counters, then the batches that are now done. Batches are locked in
         // id order (as `claim` does), so concurrent transactions never deadlock.

@@ -3,7 +3,7 @@
 
 use sqlx::Postgres;
 
-use super::{page, rows, PgStore};
+use super::PgStore;
 use crate::*;
 
 impl PgStore {
@@ -14,17 +14,7 @@ impl PgStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, type, created_at, data FROM outbox
-             WHERE tenant_id = $1 AND type = $2 AND id > $3 ORDER BY id LIMIT $4",
-        )
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(after)
-        .bind(page(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::event).collect()
+        self.read_events(tenant_id, Some(kind), after, limit).await
     }
 
     pub(super) async fn open_order_impl(

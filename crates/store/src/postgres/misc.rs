@@ -305,16 +305,7 @@ impl PgStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, type, created_at, data FROM outbox
-             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(tenant_id)
-        .bind(after)
-        .bind(page(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::event).collect()
+        self.read_events(tenant_id, None, after, limit).await
     }
 
     /// See [`crate::Store::idempotency_begin`].

@@ -7,7 +7,9 @@
 //! - [`batches`]: batch creation, items, sealing, listing, cancel and retry;
 //! - [`counts`]: batches per state under the list filters;
 //! - [`engine`]: claim, complete, retention and the benchmark floor;
-//! - [`webhooks`]: endpoints, due deliveries and the delivery log.
+//! - [`outbox`]: events written and read as blocks;
+//! - [`webhooks`]: endpoints, due deliveries and the delivery log;
+//! - [`stats`]: planner statistics refreshed as the hot tables grow.
 //!
 //! Every query is runtime-checked (`sqlx::query`), every write of many rows is
 //! one set-based statement (one JSON array parameter read with
@@ -20,9 +22,11 @@ mod dialect;
 mod engine;
 mod lookups;
 mod misc;
+mod outbox;
 mod packages;
 mod profiles;
 mod rows;
+mod stats;
 mod webhooks;
 mod writes;
 
@@ -37,10 +41,14 @@ use crate::crypto::Cipher;
 use crate::model::*;
 use crate::{ProfileOutcome, ProfileRecord, ProfileRequest, Result, Store, StoreError};
 
-/// The PostgreSQL store: a pool and the master-key cipher.
+/// The PostgreSQL store: a pool, the master-key cipher, the growth count
+/// that keeps planner statistics current and the outbox block cache.
 pub struct PgStore {
     pool: PgPool,
     cipher: Cipher,
+    growth: stats::Growth,
+    /// Outbox blocks read lately.
+    blocks: crate::outbox::BlockCache,
 }
 
 /// Connect to PostgreSQL (pool of at most 10 connections) and apply the
@@ -53,7 +61,12 @@ pub async fn connect(url: &str, cipher: Cipher) -> Result<Arc<dyn Store>> {
         .connect(url)
         .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok(Arc::new(PgStore { pool, cipher }))
+    Ok(Arc::new(PgStore {
+        pool,
+        cipher,
+        growth: stats::Growth::default(),
+        blocks: crate::outbox::BlockCache::default(),
+    }))
 }
 
 /// Map a database error, turning unique violations into `Conflict(what)`.
@@ -73,7 +86,7 @@ pub(crate) fn page(limit: i64) -> i64 {
     limit.max(0)
 }
 
-pub(crate) use writes::events as write_events;
+pub(crate) use outbox::write_events;
 
 #[async_trait]
 impl Store for PgStore {
@@ -325,5 +338,26 @@ impl Store for PgStore {
 
     async fn bench_floor_activate(&self, batch_id: &str) -> Result<u64> {
         self.bench_floor_activate_impl(batch_id).await
+    }
+}
+
+/// A store on a fresh test database, for tests of this backend's internals.
+#[cfg(test)]
+pub(crate) async fn test_store() -> PgStore {
+    let url = crate::testing::fresh_postgres_url().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .expect("test database");
+    sqlx::migrate!("migrations/postgres")
+        .run(&pool)
+        .await
+        .expect("migrations");
+    PgStore {
+        pool,
+        cipher: crate::testing::test_cipher(),
+        growth: stats::Growth::default(),
+        blocks: crate::outbox::BlockCache::default(),
     }
 }

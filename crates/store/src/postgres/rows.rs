@@ -148,17 +148,6 @@ pub(crate) fn sim_record(r: &PgRow) -> Result<SimRecord> {
     })
 }
 
-/// An `outbox` row selected as `id, event_id, type, created_at, data`.
-pub(crate) fn event(r: &PgRow) -> Result<Event> {
-    Ok(Event {
-        seq: r.try_get("id")?,
-        id: r.try_get("event_id")?,
-        kind: r.try_get("type")?,
-        created_at: r.try_get("created_at")?,
-        data: json(r.try_get::<&str, _>("data")?)?,
-    })
-}
-
 /// Columns of `webhooks` that [`webhook`] reads.
 pub(crate) const WEBHOOK_COLS: &str =
     "id, tenant_id, url, secret_enc, enabled, disabled_reason, cursor, attempts, created_at, format";

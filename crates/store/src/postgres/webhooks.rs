@@ -26,7 +26,7 @@ impl PgStore {
         let secret = new_webhook_secret();
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (id, tenant_id, url, secret_enc, enabled, cursor, attempts, next_attempt_at, created_at, format)
-             VALUES ($1, $2, $3, $4, TRUE, (SELECT COALESCE(max(id), 0) FROM outbox), 0, 0, $5, $6)
+             VALUES ($1, $2, $3, $4, TRUE, (SELECT last FROM outbox_counter), 0, 0, $5, $6)
              RETURNING {WEBHOOK_COLS}"
         ))
         .bind(uuid::Uuid::new_v4().to_string())
@@ -96,10 +96,9 @@ impl PgStore {
     ) -> Result<Vec<(Webhook, Event)>> {
         let rows = sqlx::query(
             "SELECT w.id AS w_id, w.tenant_id, w.url, w.secret_enc, w.enabled, w.disabled_reason, w.cursor,
-                    w.attempts, w.created_at AS w_created_at, w.format,
-                    e.id, e.event_id, e.type, e.created_at, e.data
+                    w.attempts, w.created_at AS w_created_at, w.format, e.id AS block_id
              FROM webhooks w
-             JOIN LATERAL (SELECT o.id, o.event_id, o.type, o.created_at, o.data FROM outbox o
+             JOIN LATERAL (SELECT o.id FROM outbox o
                            WHERE o.tenant_id = w.tenant_id AND o.id > w.cursor ORDER BY o.id LIMIT 1) e ON TRUE
              WHERE w.enabled AND w.next_attempt_at <= $1
              ORDER BY w.next_attempt_at, w.id LIMIT $2",
@@ -108,24 +107,30 @@ impl PgStore {
         .bind(page(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let sealed: String = r.try_get("secret_enc")?;
-                let hook = Webhook {
-                    id: r.try_get("w_id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    url: r.try_get("url")?,
-                    enabled: r.try_get("enabled")?,
-                    disabled_reason: r.try_get("disabled_reason")?,
-                    created_at: r.try_get("w_created_at")?,
-                    secret: Some(self.open_webhook_secret(&sealed)?),
-                    cursor: r.try_get("cursor")?,
-                    attempts: r.try_get("attempts")?,
-                    format: r.try_get("format")?,
-                };
-                Ok((hook, rows::event(r)?))
-            })
-            .collect()
+        // The block holding each webhook's next event; the event is read
+        // from the block, most often from the store's block cache.
+        let mut due = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let sealed: String = r.try_get("secret_enc")?;
+            let hook = Webhook {
+                id: r.try_get("w_id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                url: r.try_get("url")?,
+                enabled: r.try_get("enabled")?,
+                disabled_reason: r.try_get("disabled_reason")?,
+                created_at: r.try_get("w_created_at")?,
+                secret: Some(self.open_webhook_secret(&sealed)?),
+                cursor: r.try_get("cursor")?,
+                attempts: r.try_get("attempts")?,
+                format: r.try_get("format")?,
+            };
+            let block_id: i64 = r.try_get("block_id")?;
+            if let Some(block) = self.block(block_id).await? {
+                let event = block.event_after(hook.cursor)?;
+                due.push((hook, event));
+            }
+        }
+        Ok(due)
     }
 
     /// See [`crate::Store::record_delivery`].

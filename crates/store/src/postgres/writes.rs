@@ -7,9 +7,7 @@
 use sqlx::{Postgres, Transaction};
 
 use super::db_err;
-use crate::plan::{
-    EventWrite, FollowerCancel, HistoryWrite, ItemWrite, ProfileWrite, SimWrite, StatusWrite,
-};
+use crate::plan::{FollowerCancel, HistoryWrite, ItemWrite, ProfileWrite, SimWrite, StatusWrite};
 use crate::Result;
 
 /// A column of `rows`, collected with `f`.
@@ -244,31 +242,4 @@ pub(super) async fn cancel_followers(
     .bind(now)
     .fetch_all(&mut **tx)
     .await?)
-}
-
-/// Write events to the outbox, in order, with one statement.
-pub(crate) async fn events(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[EventWrite],
-    now: i64,
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, tenant_id, type, created_at, data)
-         SELECT v.event_id, v.tenant_id, v.type, $5, v.data
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
-              WITH ORDINALITY AS v(event_id, tenant_id, type, data, ord)
-         ORDER BY v.ord",
-    )
-    .bind(col(rows, |e| e.event_id.as_str()))
-    .bind(col(rows, |e| e.tenant_id.as_str()))
-    .bind(col(rows, |e| e.kind))
-    .bind(col(rows, |e| e.data.as_str()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err("event"))?;
-    Ok(())
 }

@@ -35,7 +35,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     cipher: Cipher,
     /// Outbox blocks read lately.
-    blocks: outbox::BlockCache,
+    blocks: crate::outbox::BlockCache,
     /// Alive as long as the store: the background checkpointer stops when
     /// it can no longer upgrade its weak reference.
     _alive: Arc<()>,
@@ -87,7 +87,7 @@ impl SqliteStore {
             write,
             read,
             cipher,
-            blocks: outbox::BlockCache::default(),
+            blocks: crate::outbox::BlockCache::default(),
             _alive: alive,
         })
     }
