@@ -131,33 +131,58 @@ fn malformed(code: &str, reason: impl Into<String>) -> Rejection {
     }
 }
 
-/// Parse one CSV line with `csv_core` (RFC 4180 quoting, no line breaks inside
-/// fields). None if it is not UTF-8. Like the `csv` crate, stray quotes are
-/// read leniently rather than refused.
-fn parse_csv_record(line: &[u8]) -> Option<Vec<String>> {
-    std::str::from_utf8(line).ok()?;
-    let mut reader = csv_core::Reader::new();
-    // Unquoting never makes a field longer, and there are at most len + 1 fields,
-    // so one call reads the whole line and a second (empty input) ends the record.
-    let mut out = vec![0u8; line.len()];
-    let mut ends = vec![0usize; line.len() + 1];
-    let (_, nin, written, nends) = reader.read_record(line, &mut out, &mut ends);
-    if nin != line.len() {
-        return None;
+/// Splits CSV lines into fields with `csv_core` (RFC 4180 quoting, no line
+/// breaks inside fields). One reader serves a whole upload: building its
+/// DFA costs more than reading a line, and a reader built per line made a
+/// 1,000,000-row upload spend 70% of its time there.
+struct CsvLines {
+    reader: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for CsvLines {
+    fn default() -> Self {
+        // `csv_core::Reader::default()` leaves the DFA unbuilt; `new` builds it.
+        Self {
+            reader: csv_core::Reader::new(),
+            out: Vec::new(),
+            ends: Vec::new(),
+        }
     }
-    let (_, _, more, more_ends) = reader.read_record(&[], &mut out[written..], &mut ends[nends..]);
-    let (written, nends) = (written + more, nends + more_ends);
-    let out = &out[..written];
-    let mut start = 0;
-    let mut fields = Vec::with_capacity(nends.max(1));
-    for &end in &ends[..nends] {
-        fields.push(String::from_utf8_lossy(&out[start..end]).into_owned());
-        start = end;
+}
+
+impl CsvLines {
+    /// The fields of `line`; None if it is not UTF-8. Like the `csv` crate,
+    /// stray quotes are read leniently rather than refused.
+    fn parse(&mut self, line: &[u8]) -> Option<Vec<String>> {
+        std::str::from_utf8(line).ok()?;
+        self.reader.reset();
+        // Unquoting never makes a field longer, and there are at most len + 1 fields,
+        // so one call reads the whole line and a second (empty input) ends the record.
+        self.out.resize(line.len(), 0);
+        self.ends.resize(line.len() + 1, 0);
+        let (out, ends) = (&mut self.out[..], &mut self.ends[..]);
+        let (_, nin, written, nends) = self.reader.read_record(line, out, ends);
+        if nin != line.len() {
+            return None;
+        }
+        let (_, _, more, more_ends) =
+            self.reader
+                .read_record(&[], &mut out[written..], &mut ends[nends..]);
+        let (written, nends) = (written + more, nends + more_ends);
+        let out = &out[..written];
+        let mut start = 0;
+        let mut fields = Vec::with_capacity(nends.max(1));
+        for &end in &ends[..nends] {
+            fields.push(String::from_utf8_lossy(&out[start..end]).into_owned());
+            start = end;
+        }
+        if fields.is_empty() {
+            fields.push(String::new());
+        }
+        Some(fields)
     }
-    if fields.is_empty() {
-        fields.push(String::new());
-    }
-    Some(fields)
 }
 
 /// Check a CSV header against the operation's fields (all fields and
@@ -220,6 +245,7 @@ async fn feed(
 ) -> Result<(), ApiError> {
     let mut lines = Lines::new(body);
     let mut header: Option<Vec<String>> = None;
+    let mut csv = CsvLines::default();
     while let Some(line) = lines.next().await? {
         let line = match line {
             Line::TooLong => {
@@ -253,7 +279,8 @@ async fn feed(
             Format::Csv => {
                 let Some(h) = &header else {
                     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line);
-                    let cols: Vec<String> = parse_csv_record(line)
+                    let cols: Vec<String> = csv
+                        .parse(line)
                         .ok_or_else(|| {
                             ApiError::bad_request("malformed_csv", "the header line is not CSV")
                         })?
@@ -264,7 +291,7 @@ async fn feed(
                     header = Some(cols);
                     continue;
                 };
-                let Some(rec) = parse_csv_record(&line) else {
+                let Some(rec) = csv.parse(&line) else {
                     w.push_rejected(malformed(
                         "malformed_row",
                         "the row is not valid CSV (UTF-8, quotes closed)",
@@ -326,7 +353,11 @@ fn svc(e: ServiceError) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_csv_record as p;
+    use super::CsvLines;
+
+    fn p(line: &[u8]) -> Option<Vec<String>> {
+        CsvLines::default().parse(line)
+    }
 
     fn v(xs: &[&str]) -> Option<Vec<String>> {
         Some(xs.iter().map(|s| s.to_string()).collect())
@@ -341,5 +372,28 @@ mod tests {
         assert_eq!(p(b"\"\",1"), v(&["", "1"]));
         assert_eq!(p(b"\"open"), v(&["open"]), "lenient, as the csv crate");
         assert_eq!(p(b"\xff,a"), None);
+    }
+
+    #[test]
+    fn one_reader_reads_every_line_as_a_fresh_one_would() {
+        let lines: [&[u8]; 8] = [
+            b"a,b,c",
+            b"\"open",
+            b"x,y",
+            b"",
+            b"\"x, \"\"y\"\"\",z",
+            b"\xff,a",
+            b"a,,",
+            b"longer,line,with,more,fields,than,before",
+        ];
+        let mut csv = CsvLines::default();
+        for line in lines {
+            assert_eq!(
+                csv.parse(line),
+                p(line),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 }
