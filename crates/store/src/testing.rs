@@ -98,6 +98,59 @@ pub fn test_cipher() -> Cipher {
     Cipher::new(&[42u8; 32])
 }
 
+/// After the outbox-blocks migration (0008) on a database whose tenant
+/// `old` had events 1 to 3 and whose event 3 was swept: events 1 and 2 read
+/// back with their numbers, a new webhook starts at `hook_cursor`, and the
+/// next event is numbered 4.
+///
+/// # Panics
+/// When any of that does not hold.
+pub async fn check_outbox_upgrade(store: &dyn crate::Store, hook_cursor: i64) {
+    let old = store.events_after("old", 0, 10).await.unwrap();
+    let got: Vec<_> = old
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                e.id.as_str(),
+                e.kind.as_str(),
+                e.created_at,
+                e.data["n"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "event-1", "order.completed", 7, Some(1)),
+            (2, "event-2", "order.completed", 7, Some(2))
+        ]
+    );
+    assert_eq!(store.events_after("old", 1, 10).await.unwrap(), old[1..]);
+    store.create_key("acme").await.unwrap();
+    let t = store.tenant_by_name("acme").await.unwrap().unwrap().id;
+    let hook = store
+        .create_webhook(&t, "https://example.com/h")
+        .await
+        .unwrap();
+    assert_eq!(hook.cursor, hook_cursor);
+    let b = store
+        .create_batch(&crate::NewBatch {
+            tenant_id: t.clone(),
+            operation: Some(simbatch_core::Operation::Activate),
+            mode: simbatch_core::BatchMode::Parallel,
+            source: "native".into(),
+            external_ref: None,
+            parent_id: None,
+        })
+        .await
+        .unwrap();
+    store.seal_batch(&t, &b.id).await.unwrap();
+    let new = store.events_after(&t, 0, 10).await.unwrap();
+    assert_eq!(new.len(), 1, "an empty batch ends at once: {new:?}");
+    assert_eq!(new[0].seq, 4, "3 was handed out before, and swept");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
