@@ -104,21 +104,22 @@ impl PgStore {
         }
         self.refresh_statistics_if_due().await;
         let mut tx = self.pool.begin().await?;
-        // The picks must walk their partial indexes in id order and stop at
-        // the limit. Statistics lag a table that grows by a million rows in
-        // a minute, and with them the planner preferred sorting every
-        // runnable item (or scanning the table for `id = ANY`) on each claim,
-        // so each chunk cost more than the last. Scoped to this transaction.
+        // Each pick must walk its partial index in order and stop at the
+        // limit. Statistics lag a table that grows by a million rows in a
+        // minute, and with them the planner preferred sorting every runnable
+        // item (or scanning the table for `id = ANY`) on each claim, so each
+        // chunk cost more than the last. Scoped to this transaction.
         sqlx::query("SET LOCAL enable_sort = off")
             .execute(&mut *tx)
             .await?;
         sqlx::query("SET LOCAL enable_seqscan = off")
             .execute(&mut *tx)
             .await?;
-        // Two index-driven picks: expired leases first, oldest first
-        // (batch_items_leased; at most one item per SIM is leased, so their
-        // order does not matter), then fresh items in id order (batch_items_runnable). One query with an OR would walk
-        // the primary key past every finished item.
+        // Two index-driven picks: expired leases, oldest first
+        // (batch_items_leased; a SIM has at most one leased item, so their
+        // order does not matter), then fresh items in id order
+        // (batch_items_runnable). One query with an OR would walk the
+        // primary key past every finished item.
         let mut picked: Vec<(i64, String)> = sqlx::query_as(
             "SELECT i.id, i.status FROM batch_items i
              WHERE i.status = 'PROCESSING' AND i.lease_until < $1
