@@ -2,6 +2,11 @@
 //!
 //! WAL mode, one writer connection (every write is `BEGIN IMMEDIATE`, so
 //! writers never deadlock on lock upgrades) and a small pool of readers.
+//!
+//! The pools never ping a connection before lending it: a SQLite connection
+//! is a handle in this process and cannot go stale, and the ping was one more
+//! hand-off to the connection's thread on every read (it put about a third
+//! on the p99 of `GET /v1/batches/{id}` while a batch runs).
 
 mod batches;
 mod counts;
@@ -70,15 +75,18 @@ impl SqliteStore {
             .foreign_keys(false);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let checkpoints = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         let alive = Arc::new(());
@@ -507,6 +515,16 @@ mod tests {
     /// Size of the main database file (what checkpoints write to).
     fn db_len(dir: &tempfile::TempDir) -> u64 {
         std::fs::metadata(dir.path().join("t.db")).unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn no_pool_pings_its_connections_before_lending_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
+        let store = SqliteStore::connect(&url, cipher).await.unwrap();
+        assert!(!store.write.options().get_test_before_acquire());
+        assert!(!store.read.options().get_test_before_acquire());
     }
 
     #[tokio::test]
