@@ -216,6 +216,7 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                         tenant_id: &it.tenant_id,
                         iccid: &it.iccid,
                         status: outcome.sim.status.as_str(),
+                        item_id: it.id,
                     });
                 } else {
                     plan.sim_updates.push(sim);

@@ -55,6 +55,8 @@ pub struct StatusWrite<'a> {
     pub iccid: &'a str,
     /// The new status.
     pub status: &'static str,
+    /// The order (item id) that set it.
+    pub item_id: i64,
 }
 
 /// An eSIM profile to insert.

@@ -603,7 +603,7 @@ async fn write_status(
     rows: &[plan::StatusWrite<'_>],
     now: i64,
 ) -> Result<()> {
-    let cols = ["tenant_id", "iccid", "status"];
+    let cols = ["item_id", "status"];
     values::write(
         tx,
         Shape::Cte,
@@ -611,9 +611,7 @@ async fn write_status(
         rows,
         &[now],
         |b, w| {
-            b.push_bind(w.tenant_id)
-                .push_bind(w.iccid)
-                .push_bind(w.status);
+            b.push_bind(w.item_id).push_bind(w.status);
         },
     )
     .await
@@ -657,33 +655,26 @@ async fn write_profiles(
     .await
 }
 
+/// History rows take the SIM, operation and batch from the item's own row,
+/// so each binds three values instead of eight.
 async fn write_history(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[plan::HistoryWrite<'_>],
     now: i64,
 ) -> Result<()> {
-    const HEAD: &str = "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
-        to_status, batch_id, item_id)";
-    let cols = [
-        "tenant_id",
-        "iccid",
-        "at",
-        "operation",
-        "from_status",
-        "to_status",
-        "batch_id",
-        "item_id",
-    ];
-    values::write(tx, Shape::Insert, (HEAD, &cols, ""), rows, &[], |b, h| {
-        b.push_bind(h.tenant_id)
-            .push_bind(h.iccid)
-            .push_bind(now)
-            .push_bind(h.operation)
-            .push_bind(h.from_status)
-            .push_bind(h.to_status)
-            .push_bind(h.batch_id)
-            .push_bind(h.item_id);
-    })
+    let cols = ["item_id", "from_status", "to_status"];
+    values::write(
+        tx,
+        Shape::Cte,
+        ("", &cols, INSERT_HISTORY),
+        rows,
+        &[now],
+        |b, h| {
+            b.push_bind(h.item_id)
+                .push_bind(h.from_status)
+                .push_bind(h.to_status);
+        },
+    )
     .await
 }
 
@@ -729,6 +720,13 @@ const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
+/// One history row per item of the rows CTE `v`; the time is bound after the rows.
+const INSERT_HISTORY: &str =
+    "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
+    to_status, batch_id, item_id)
+SELECT i.tenant_id, i.iccid, ?, i.operation, v.from_status, v.to_status, i.batch_id, v.item_id
+FROM v JOIN batch_items i ON i.id = v.item_id";
+
 /// Later APPROVED items of a failed item's ICCID in a sequential batch.
 const CANCEL_FOLLOWERS: &str = "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed',
     error_reason = v.reason, updated_at = ?
@@ -738,9 +736,11 @@ WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND ba
   AND batch_items.status = 'APPROVED'
 RETURNING batch_items.batch_id, batch_items.operation";
 
+/// The SIM of each item of the rows CTE `v` takes its new status; the SIM
+/// is found through the item's row, so each binds two values.
 const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = ?
-FROM v
-WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
+FROM v JOIN batch_items i ON i.id = v.item_id
+WHERE sims.tenant_id = i.tenant_id AND sims.iccid = i.iccid";
 
 const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, sims.ki_enc),
     opc_enc = coalesce(v.opc_enc, sims.opc_enc)
