@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use simbatch_core::BatchMode;
+use simbatch_core::{BatchMode, ItemStatus};
 use sqlx::query_builder::Separated;
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -678,17 +678,36 @@ async fn write_history(
     .await
 }
 
+/// Completed items bind their id and result only; failed ones also bind
+/// their status, code and reason.
 async fn write_items(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[plan::ItemWrite<'_>],
     now: i64,
 ) -> Result<()> {
+    let (completed, others): (Vec<&plan::ItemWrite<'_>>, Vec<&plan::ItemWrite<'_>>) =
+        rows.iter().partition(|i| {
+            i.status == ItemStatus::Completed.as_str()
+                && i.error_code.is_none()
+                && i.error_reason.is_none()
+        });
+    values::write(
+        tx,
+        Shape::Cte,
+        ("", &["id", "result"], UPDATE_COMPLETED_ITEMS),
+        &completed,
+        &[now],
+        |b, i| {
+            b.push_bind(i.id).push_bind(i.result.as_deref());
+        },
+    )
+    .await?;
     let cols = ["id", "status", "error_code", "error_reason", "result"];
     values::write(
         tx,
         Shape::Cte,
         ("", &cols, UPDATE_ITEMS),
-        rows,
+        &others,
         &[now],
         |b, i| {
             b.push_bind(i.id)
@@ -746,6 +765,12 @@ const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, si
     opc_enc = coalesce(v.opc_enc, sims.opc_enc)
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
+
+const UPDATE_COMPLETED_ITEMS: &str =
+    "UPDATE batch_items SET status = 'COMPLETED', error_code = NULL,
+    error_reason = NULL, result = v.result, lease_token = NULL, lease_until = NULL, updated_at = ?
+FROM v
+WHERE batch_items.id = v.id";
 
 const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v.status, error_code = v.error_code,
     error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
