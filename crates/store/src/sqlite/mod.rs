@@ -517,22 +517,25 @@ mod tests {
         std::fs::metadata(dir.path().join("t.db")).unwrap().len()
     }
 
-    #[tokio::test]
-    async fn no_pool_pings_its_connections_before_lending_them() {
+    /// A store on a new database `t.db` in a temporary directory.
+    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
         let store = SqliteStore::connect(&url, cipher).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn no_pool_pings_its_connections_before_lending_them() {
+        let (_dir, store) = fresh().await;
         assert!(!store.write.options().get_test_before_acquire());
         assert!(!store.read.options().get_test_before_acquire());
     }
 
     #[tokio::test]
     async fn the_wal_is_checkpointed_beside_the_writer_and_the_checkpointer_stops_with_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
-        let store = SqliteStore::connect(&url, cipher).await.unwrap();
+        let (dir, store) = fresh().await;
         // Whatever migrations left in the WAL is checkpointed first.
         tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
         let before = db_len(&dir);
