@@ -766,6 +766,8 @@ const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, si
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
+/// [`UPDATE_ITEMS`] for completed items: status, code and reason are known,
+/// so the rows CTE `v` carries only id and result.
 const UPDATE_COMPLETED_ITEMS: &str =
     "UPDATE batch_items SET status = 'COMPLETED', error_code = NULL,
     error_reason = NULL, result = v.result, lease_token = NULL, lease_until = NULL, updated_at = ?
