@@ -163,9 +163,12 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary>;
     /// Claim a chunk, run `execute` on it and complete it. The default is
     /// [`Store::claim`] then [`Store::complete`]: two transactions fenced by a
-    /// lease, so several processes can share the work (a chunk of profile
-    /// packages is executed and completed in parts, under the same lease). A backend with a single
-    /// writer may do all three in one transaction. None when nothing was runnable.
+    /// lease (a chunk of profile packages is executed and completed in parts,
+    /// under the same lease). Both backends do all three in one transaction
+    /// instead: SQLite under its single writer, PostgreSQL holding the picked
+    /// rows' locks, so no lease is written and a crash rolls the chunk back.
+    /// Items an expired lease left behind are taken over. None when nothing
+    /// was runnable.
     async fn run_chunk(
         &self,
         limit: usize,

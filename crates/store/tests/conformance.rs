@@ -115,8 +115,27 @@ conformance!(
     batch_counts_by_state,
     refused_item_is_isolated,
     refused_item_is_isolated_in_run_chunk,
+    run_chunk_takes_over_expired_leases,
     event_feed_pages_through_large_writes,
 );
+
+/// Checks of behaviour only PostgreSQL can show: a chunk that `run_chunk`
+/// holds while other transactions run. (SQLite has one writer: anything else
+/// that writes waits for the chunk's commit.)
+mod postgres_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_chunk_items_are_passed_by_while_held() {
+        super::on_postgres(super::run_chunk_items_are_passed_by_while_held).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_while_run_chunk_holds_items() {
+        super::on_postgres(super::cancel_while_run_chunk_holds_items).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_run_chunk_loses_its_items() {
+        super::on_postgres(super::stalled_run_chunk_loses_its_items).await;
+    }
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -2931,6 +2950,203 @@ async fn refused_item_is_isolated_in_run_chunk(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// An executor that runs items as the engine does.
+fn plain_executor(
+) -> impl Fn(Vec<ClaimedItem>) -> futures::future::BoxFuture<'static, Vec<Completion>> + Send + Sync
+{
+    |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
+        let done = run_items(&items);
+        Box::pin(async move { done })
+    }
+}
+
+/// `run_chunk` takes over items a claim left leased once the lease expired,
+/// together with fresh ones, and the counters come out whole; the stale
+/// claim's completion is fenced out.
+async fn run_chunk_takes_over_expired_leases(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await;
+    let stale = store.claim(1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(stale.items.len(), 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let s = store
+        .run_chunk(10, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the chunk ran");
+    assert_eq!((s.applied, s.completed, s.failed), (3, 3, 0));
+    assert_eq!(s.finished, vec![(b.id.clone(), BatchStatus::Completed)]);
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (
+            got.counts.approved,
+            got.counts.processing,
+            got.counts.completed
+        ),
+        (0, 0, 3)
+    );
+    let late = store
+        .complete(&stale.token, run_items(&stale.items))
+        .await
+        .unwrap();
+    assert_eq!((late.applied, late.fenced_out), (0, 1));
+    assert!(all_items(&store, &t, &b.id)
+        .await
+        .iter()
+        .all(|i| i.status == ItemStatus::Completed));
+}
+
+/// While one `run_chunk` executes its items, another worker's `run_chunk`
+/// and `claim` pass them by and take the rest; every item is applied once.
+async fn run_chunk_items_are_passed_by_while_held(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3), reg(4)],
+    )
+    .await;
+    let inner = store.clone();
+    let execute =
+        move |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
+            let store = inner.clone();
+            Box::pin(async move {
+                let other = store
+                    .run_chunk(10, Duration::from_secs(30), &plain_executor())
+                    .await
+                    .expect("a second worker runs beside the first")
+                    .expect("it finds the items not held");
+                assert_eq!(other.applied, 2, "only the items not held");
+                let claim = store.claim(10, Duration::from_secs(30)).await.unwrap();
+                assert!(claim.items.is_empty(), "held items are not claimable");
+                run_items(&items)
+            })
+        };
+    let s = store
+        .run_chunk(2, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .expect("the chunk ran");
+    assert_eq!((s.applied, s.completed), (2, 2));
+    assert_eq!(s.finished, vec![(b.id.clone(), BatchStatus::Completed)]);
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (
+            got.counts.approved,
+            got.counts.processing,
+            got.counts.completed
+        ),
+        (0, 0, 4)
+    );
+    let items = all_items(&store, &t, &b.id).await;
+    assert_eq!(items.len(), 4);
+    assert!(items.iter().all(|i| i.status == ItemStatus::Completed));
+}
+
+/// A cancel while `run_chunk` holds an item cancels the others at once; the
+/// held item finishes and the batch stays CANCELLED.
+async fn cancel_while_run_chunk_holds_items(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2), reg(3)],
+    )
+    .await;
+    let (inner, tenant_id, batch_id) = (store.clone(), t.clone(), b.id.clone());
+    let execute =
+        move |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
+            let (store, t, b) = (inner.clone(), tenant_id.clone(), batch_id.clone());
+            Box::pin(async move {
+                let c = store.cancel_batch(&t, &b).await.unwrap().unwrap();
+                assert_eq!(c.status, BatchStatus::Cancelled);
+                assert_eq!(c.counts.canceled, 2, "the items not held are canceled");
+                run_items(&items)
+            })
+        };
+    let s = store
+        .run_chunk(1, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .expect("the chunk ran");
+    assert_eq!((s.applied, s.completed), (1, 1));
+    assert!(s.finished.is_empty(), "already terminal");
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(got.status, BatchStatus::Cancelled);
+    assert_eq!(
+        (
+            got.counts.approved,
+            got.counts.processing,
+            got.counts.completed,
+            got.counts.canceled
+        ),
+        (0, 0, 1, 2)
+    );
+    assert!(store.get_sim(&t, &iccid(1)).await.unwrap().is_some());
+    assert_eq!(
+        event_kinds(&store, &t)
+            .await
+            .iter()
+            .filter(|k| k.starts_with("batch."))
+            .count(),
+        1
+    );
+}
+
+/// A worker that sits inside a chunk for longer than the lease has its
+/// transaction ended by the server: nothing of the chunk is applied, and the
+/// next worker runs the items once.
+async fn stalled_run_chunk_loses_its_items(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &[reg(1), reg(2)],
+    )
+    .await;
+    let stall = |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            run_items(&items)
+        })
+    };
+    let err = store
+        .run_chunk(10, Duration::from_millis(300), &stall)
+        .await
+        .expect_err("the stalled chunk is cut off");
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert!(store.get_sim(&t, &iccid(1)).await.unwrap().is_none());
+    let s = store
+        .run_chunk(10, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the items are runnable again");
+    assert_eq!((s.applied, s.completed), (2, 2));
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(got.status, BatchStatus::Completed);
+    assert_eq!(
+        (
+            got.counts.approved,
+            got.counts.processing,
+            got.counts.completed
+        ),
+        (0, 0, 2)
+    );
 }
 
 /// Events written by one large chunk completion, for two tenants at once,

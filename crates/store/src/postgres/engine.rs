@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use simbatch_core::{Operation, Sim};
+use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, BATCH_COLS, SIM_COLS};
-use super::{write_events, writes, PgStore};
+use super::writes::{self, Fence};
+use super::{write_events, PgStore};
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::plan::{self, plan_completion};
@@ -17,10 +19,67 @@ use crate::{Result, StoreError};
 
 const UPDATE_COUNTERS: &str = "UPDATE batches b SET processing = b.processing - v.processing_done,
     completed = b.completed + v.completed, failed = b.failed + v.failed,
-    approved = b.approved - v.canceled, canceled = b.canceled + v.canceled, updated_at = $2
-FROM jsonb_to_recordset($1::text::jsonb) AS v(id text, processing_done bigint, completed bigint,
-    failed bigint, canceled bigint)
+    approved = b.approved - v.canceled - v.approved_done, canceled = b.canceled + v.canceled,
+    updated_at = $2
+FROM jsonb_to_recordset($1::text::jsonb) AS v(id text, processing_done bigint, approved_done bigint,
+    completed bigint, failed bigint, canceled bigint)
 WHERE b.id = v.id";
+
+/// The columns [`PgStore::claimed_items`] reads: an item (`i`) and its batch's mode (`b`).
+pub(super) const CLAIMED_COLS: &str =
+    "i.id, i.batch_id, i.tenant_id, i.seq, i.operation, i.iccid, i.params, i.secret_enc, b.mode";
+
+/// Items whose lease expired, oldest first (batch_items_leased; a SIM has at
+/// most one leased item, so their order does not matter), with `cols`; `$1`
+/// is now, `$2` the limit. The rows are locked, skipping those another
+/// transaction holds.
+pub(super) fn pick_expired(cols: &str) -> String {
+    format!(
+        "SELECT {cols} FROM batch_items i JOIN batches b ON b.id = i.batch_id
+         WHERE i.status = 'PROCESSING' AND i.lease_until < $1
+         ORDER BY i.lease_until LIMIT $2
+         FOR UPDATE OF i SKIP LOCKED"
+    )
+}
+
+/// Runnable APPROVED items in id order (batch_items_runnable): in PROCESSING
+/// batches, and the first waiting or running item of their SIM. `$1` is the
+/// limit. One query with the expired pick, joined by an OR, would walk the
+/// primary key past every finished item.
+pub(super) fn pick_fresh(cols: &str) -> String {
+    format!(
+        "SELECT {cols} FROM batch_items i JOIN batches b ON b.id = i.batch_id
+         WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
+           AND NOT EXISTS (SELECT 1 FROM batch_items e
+                           WHERE e.tenant_id = i.tenant_id AND e.iccid = i.iccid AND e.id < i.id
+                             AND e.status IN ('APPROVED', 'PROCESSING'))
+         ORDER BY i.id LIMIT $1
+         FOR UPDATE OF i SKIP LOCKED"
+    )
+}
+
+/// Planner settings for the picks, scoped to the transaction, and the idle
+/// limit of a transaction that holds its picked rows, if it does.
+///
+/// Each pick must walk its partial index in order and stop at the limit.
+/// Statistics lag a table that grows by a million rows in a minute, and with
+/// them the planner preferred sorting every runnable item (or scanning the
+/// table for `id = ANY`) on each claim, so each chunk cost more than the last.
+pub(super) async fn pick_settings(
+    tx: &mut Transaction<'_, Postgres>,
+    idle_limit: Option<Duration>,
+) -> Result<()> {
+    let idle_ms = idle_limit.map(|d| d.as_millis().clamp(1, i32::MAX as u128).to_string());
+    sqlx::query(
+        "SELECT set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true),
+                set_config('idle_in_transaction_session_timeout',
+                           COALESCE($1, current_setting('idle_in_transaction_session_timeout')), true)",
+    )
+    .bind(idle_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 /// Terminal batch statuses, as an SQL list.
 const TERMINAL: &str = "('COMPLETED', 'PARTIALLY_COMPLETED', 'CANCELLED')";
@@ -57,6 +116,22 @@ async fn load_sims(
     Ok((sims, with_profile.into_iter().collect()))
 }
 
+/// Lock the rows of `batch_ids` in id order, the order every transaction
+/// takes them in, so counter updates never deadlock.
+pub(super) async fn lock_batches<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    batch_ids: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let mut ids: Vec<&str> = batch_ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT id FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// An item's fields: its params with its decrypted secrets merged in.
 fn item_fields(
     cipher: &Cipher,
@@ -74,111 +149,35 @@ fn item_fields(
 }
 
 impl PgStore {
-    /// See [`crate::Store::claim`].
-    pub(super) async fn claim_impl(&self, limit: usize, lease: Duration) -> Result<Claim> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        if limit == 0 {
-            return Ok(Claim {
-                token,
-                items: Vec::new(),
-            });
-        }
-        let now = now_ms();
-        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        // Nothing to pick: no PROCESSING batch with APPROVED items and no
-        // expired lease. This keeps the fresh pick from walking the runnable
-        // index through a batch still being uploaded (INITIALISING).
-        let runnable: bool = sqlx::query_scalar(
+    /// Whether a pick could find anything: a PROCESSING batch with APPROVED
+    /// items, or an expired lease. This keeps the fresh pick from walking the
+    /// runnable index through a batch still being uploaded (INITIALISING).
+    pub(super) async fn anything_runnable(&self, now: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM batches WHERE status = 'PROCESSING' AND approved > 0)
                  OR EXISTS (SELECT 1 FROM batch_items WHERE status = 'PROCESSING' AND lease_until < $1)",
         )
         .bind(now)
         .fetch_one(&self.pool)
-        .await?;
-        if !runnable {
-            return Ok(Claim {
-                token,
-                items: Vec::new(),
-            });
-        }
-        self.refresh_statistics_if_due().await;
-        let mut tx = self.pool.begin().await?;
-        // Each pick must walk its partial index in order and stop at the
-        // limit. Statistics lag a table that grows by a million rows in a
-        // minute, and with them the planner preferred sorting every runnable
-        // item (or scanning the table for `id = ANY`) on each claim, so each
-        // chunk cost more than the last. Scoped to this transaction.
-        sqlx::query("SET LOCAL enable_sort = off")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SET LOCAL enable_seqscan = off")
-            .execute(&mut *tx)
-            .await?;
-        // Two index-driven picks: expired leases, oldest first
-        // (batch_items_leased; a SIM has at most one leased item, so their
-        // order does not matter), then fresh items in id order
-        // (batch_items_runnable). One query with an OR would walk the
-        // primary key past every finished item.
-        let mut picked: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT i.id, i.status FROM batch_items i
-             WHERE i.status = 'PROCESSING' AND i.lease_until < $1
-             ORDER BY i.lease_until LIMIT $2
-             FOR UPDATE OF i SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let room = limit - picked.len() as i64;
-        if room > 0 {
-            let fresh: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT i.id, i.status FROM batch_items i JOIN batches b ON b.id = i.batch_id
-                 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
-                   AND NOT EXISTS (SELECT 1 FROM batch_items e
-                                   WHERE e.tenant_id = i.tenant_id AND e.iccid = i.iccid AND e.id < i.id
-                                     AND e.status IN ('APPROVED', 'PROCESSING'))
-                 ORDER BY i.id LIMIT $1
-                 FOR UPDATE OF i SKIP LOCKED",
-            )
-            .bind(room)
-            .fetch_all(&mut *tx)
-            .await?;
-            picked.extend(fresh);
-        }
-        if picked.is_empty() {
-            tx.commit().await?;
-            return Ok(Claim {
-                token,
-                items: Vec::new(),
-            });
-        }
-        let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
-        let fresh: Vec<i64> = picked
-            .iter()
-            .filter(|p| p.1 == "APPROVED")
-            .map(|p| p.0)
-            .collect();
-        let rows = sqlx::query(
-            "UPDATE batch_items i SET status = 'PROCESSING', lease_token = $2, lease_until = $3, updated_at = $4
-             FROM batches b WHERE i.id = ANY($1) AND b.id = i.batch_id
-             RETURNING i.id, i.batch_id, i.tenant_id, i.seq, i.operation, i.iccid, i.params, i.secret_enc, b.mode",
-        )
-        .bind(&ids)
-        .bind(&token)
-        .bind(until)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+        .await?)
+    }
+
+    /// Claimed items from picked rows (the columns of [`CLAIMED_COLS`]), with
+    /// their SIMs and profile flags read in the same transaction, in id order.
+    pub(super) async fn claimed_items(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &[PgRow],
+    ) -> Result<Vec<ClaimedItem>> {
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for r in rows {
             keys.push((r.try_get("tenant_id")?, r.try_get("iccid")?));
         }
         keys.sort();
         keys.dedup();
-        let (sims, profiles) = load_sims(&mut tx, &keys).await?;
+        let (sims, profiles) = load_sims(tx, &keys).await?;
         let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for r in rows {
             let tenant_id: String = r.try_get("tenant_id")?;
             let iccid: String = r.try_get("iccid")?;
             let op: Option<String> = r.try_get("operation")?;
@@ -203,6 +202,68 @@ impl PgStore {
             });
         }
         items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    /// See [`crate::Store::claim`].
+    pub(super) async fn claim_impl(&self, limit: usize, lease: Duration) -> Result<Claim> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        if !self.anything_runnable(now).await? {
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
+        self.refresh_statistics_if_due().await;
+        let mut tx = self.pool.begin().await?;
+        pick_settings(&mut tx, None).await?;
+        let mut picked: Vec<(i64, String)> = sqlx::query_as(&pick_expired("i.id, i.status"))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let room = limit - picked.len() as i64;
+        if room > 0 {
+            let fresh: Vec<(i64, String)> = sqlx::query_as(&pick_fresh("i.id, i.status"))
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+            picked.extend(fresh);
+        }
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(Claim {
+                token,
+                items: Vec::new(),
+            });
+        }
+        let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
+        let fresh: Vec<i64> = picked
+            .iter()
+            .filter(|p| p.1 == "APPROVED")
+            .map(|p| p.0)
+            .collect();
+        let rows = sqlx::query(&format!(
+            "UPDATE batch_items i SET status = 'PROCESSING', lease_token = $2, lease_until = $3, updated_at = $4
+             FROM batches b WHERE i.id = ANY($1) AND b.id = i.batch_id
+             RETURNING {CLAIMED_COLS}"
+        ))
+        .bind(&ids)
+        .bind(&token)
+        .bind(until)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = self.claimed_items(&mut tx, &rows).await?;
         if !fresh.is_empty() {
             // The hot batch rows are locked last, just before the commit, and in
             // id order as `complete` does, so concurrent claims and completions
@@ -250,40 +311,48 @@ impl PgStore {
             .filter(|c| seen.insert(c.item.id))
             .collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
-        let err = match self.complete_in(&mut tx, token, &done, now).await {
-            Ok(mut summary) => {
-                summary.fenced_out += total - done.len();
-                tx.commit().await?;
-                return Ok(summary);
-            }
+        let mut summary = self
+            .complete_isolating(&mut tx, Fence::Lease(token), &done, now)
+            .await?;
+        summary.fenced_out += total - done.len();
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    /// Complete distinct items inside `tx` (no commit). A chunk the database
+    /// refuses is rolled back to a savepoint and completed item by item.
+    pub(super) async fn complete_isolating(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        fence: Fence<'_>,
+        done: &[Completion],
+        now: i64,
+    ) -> Result<CompleteSummary> {
+        if done.is_empty() {
+            return Ok(CompleteSummary::default());
+        }
+        sqlx::query("SAVEPOINT chunk").execute(&mut **tx).await?;
+        let err = match self.complete_in(tx, fence, done, now).await {
+            // Left open: a later part of the chunk shadows it with its own.
+            Ok(summary) => return Ok(summary),
             Err(e) => e,
         };
         if plan::refusal(&err).is_none() {
             return Err(err);
         }
         sqlx::query("ROLLBACK TO SAVEPOINT chunk")
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         tracing::warn!(items = done.len(), error = %err, "chunk refused; completing its items one by one");
         // Every batch row the items will lock is locked now, in id order:
         // the first item's events take the outbox counter, and no batch
         // lock may be taken after it (see `outbox`).
-        let mut batch_ids: Vec<&str> = done.iter().map(|c| c.item.batch_id.as_str()).collect();
-        batch_ids.sort_unstable();
-        batch_ids.dedup();
-        sqlx::query("SELECT id FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&batch_ids)
-            .execute(&mut *tx)
-            .await?;
-        let mut summary = CompleteSummary {
-            fenced_out: total - done.len(),
-            ..Default::default()
-        };
-        for c in &done {
-            sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+        lock_batches(tx, done.iter().map(|c| c.item.batch_id.as_str())).await?;
+        let mut summary = CompleteSummary::default();
+        for c in done {
+            sqlx::query("SAVEPOINT item").execute(&mut **tx).await?;
             let one = match self
-                .complete_in(&mut tx, token, std::slice::from_ref(c), now)
+                .complete_in(tx, fence, std::slice::from_ref(c), now)
                 .await
             {
                 Ok(one) => one,
@@ -292,20 +361,19 @@ impl PgStore {
                         return Err(e);
                     };
                     sqlx::query("ROLLBACK TO SAVEPOINT item")
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                     tracing::warn!(item = c.item.id, batch_id = %c.item.batch_id, %reason, "item refused");
                     let failed = c.failed(crate::REFUSED_CODE, reason);
-                    self.complete_in(&mut tx, token, std::slice::from_ref(&failed), now)
+                    self.complete_in(tx, fence, std::slice::from_ref(&failed), now)
                         .await?
                 }
             };
             sqlx::query("RELEASE SAVEPOINT item")
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             summary.merge(one);
         }
-        tx.commit().await?;
         Ok(summary)
     }
 
@@ -313,16 +381,16 @@ impl PgStore {
     async fn complete_in(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        token: &str,
+        fence: Fence<'_>,
         done: &[Completion],
         now: i64,
     ) -> Result<CompleteSummary> {
         let mut summary = CompleteSummary::default();
         let total = done.len();
         let plan = plan_completion(&self.cipher, done);
-        // Fence and item results in one statement: only items whose lease
-        // still carries our token are written (and locked).
-        let held: HashSet<i64> = writes::items(tx, &plan.items, token, now)
+        // Fence and item results in one statement: only items this
+        // completion still owns are written (and locked).
+        let held: HashSet<i64> = writes::items(tx, &plan.items, fence, now)
             .await?
             .into_iter()
             .collect();
@@ -344,6 +412,12 @@ impl PgStore {
             (plan, done)
         };
         summary.by_operation = crate::plan::count_by_operation(kept);
+        for c in kept.iter().filter(|c| fence.was_approved(c.item.id)) {
+            if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
+                d.processing_done -= 1;
+                d.approved_done += 1;
+            }
+        }
         writes::sims(tx, &plan.sim_inserts, false, now).await?;
         self.growth.record(plan.sim_inserts.len());
         writes::sims(tx, &plan.sim_updates, true, now).await?;
@@ -373,15 +447,13 @@ impl PgStore {
         // id order (as `claim` does), so concurrent transactions never deadlock.
         let batch_ids: Vec<&String> = plan.deltas.keys().collect();
         let ids_json = serde_json::to_string(&batch_ids).unwrap_or_default();
-        sqlx::query("SELECT id FROM batches WHERE id IN (SELECT jsonb_array_elements_text($1::text::jsonb)) ORDER BY id FOR UPDATE")
-            .bind(&ids_json)
-            .execute(&mut **tx)
-            .await?;
+        lock_batches(tx, batch_ids.iter().map(|id| id.as_str())).await?;
         let deltas: Vec<Value> = plan
             .deltas
             .iter()
             .map(|(id, d)| {
-                json!({"id": id, "processing_done": d.processing_done, "completed": d.completed,
+                json!({"id": id, "processing_done": d.processing_done,
+                       "approved_done": d.approved_done, "completed": d.completed,
                        "failed": d.failed, "canceled": d.canceled})
             })
             .collect();

@@ -7,6 +7,7 @@
 //! - [`batches`]: batch creation, items, sealing, listing, cancel and retry;
 //! - [`counts`]: batches per state under the list filters;
 //! - [`engine`]: claim, complete, retention and the benchmark floor;
+//! - [`chunk`]: a chunk picked, executed and written in one transaction;
 //! - [`outbox`]: events written and read as blocks;
 //! - [`webhooks`]: endpoints, due deliveries and the delivery log;
 //! - [`stats`]: planner statistics refreshed as the hot tables grow.
@@ -17,6 +18,7 @@
 //! transaction.
 
 mod batches;
+mod chunk;
 mod counts;
 mod dialect;
 mod engine;
@@ -200,6 +202,14 @@ impl Store for PgStore {
     }
     async fn complete(&self, token: &str, done: Vec<Completion>) -> Result<CompleteSummary> {
         self.complete_impl(token, done).await
+    }
+    async fn run_chunk(
+        &self,
+        limit: usize,
+        lease: Duration,
+        execute: &crate::Executor,
+    ) -> Result<Option<CompleteSummary>> {
+        self.run_chunk_impl(limit, lease, execute).await
     }
     async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64> {
         self.sweep_retention_impl(before_ms, limit).await

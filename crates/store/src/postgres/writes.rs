@@ -4,6 +4,8 @@
 //! as rows with `UNNEST`, so a 1,000-item chunk costs one round trip per list
 //! and the server parses no JSON.
 
+use std::collections::HashSet;
+
 use sqlx::{Postgres, Transaction};
 
 use super::db_err;
@@ -183,35 +185,73 @@ pub(super) async fn history(
     Ok(())
 }
 
-/// Write item results, fenced: only items still PROCESSING under `token`
-/// are written (and locked). Returns the ids written.
+/// How a completion shows it still owns its items.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fence<'a> {
+    /// The items are PROCESSING under a lease carrying this token (`claim`, then `complete`).
+    Lease(&'a str),
+    /// This transaction picked the items and holds their row locks
+    /// (`run_chunk`); the ids listed were APPROVED when picked, the others
+    /// PROCESSING under an expired lease.
+    Locked(&'a HashSet<i64>),
+}
+
+impl Fence<'_> {
+    /// Whether the item went from APPROVED straight to its result.
+    pub(super) fn was_approved(&self, id: i64) -> bool {
+        matches!(self, Fence::Locked(fresh) if fresh.contains(&id))
+    }
+}
+
+/// The item-result UPDATE up to its fence.
+macro_rules! update_items {
+    ($fence:literal) => {
+        concat!(
+            "UPDATE batch_items i SET status = v.status, error_code = v.error_code,
+             error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
+             updated_at = $7
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+              AS v(id, status, error_code, error_reason, result)
+         WHERE i.id = v.id AND ",
+            $fence,
+            " RETURNING i.id"
+        )
+    };
+}
+
+/// Write item results, fenced: only items this completion still owns are
+/// written (see [`Fence`]). Returns the ids written.
 pub(super) async fn items(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[ItemWrite<'_>],
-    token: &str,
+    fence: Fence<'_>,
     now: i64,
 ) -> Result<Vec<i64>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar(
-        "UPDATE batch_items i SET status = v.status, error_code = v.error_code,
-             error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
-             updated_at = $7
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-              AS v(id, status, error_code, error_reason, result)
-         WHERE i.id = v.id AND i.status = 'PROCESSING' AND i.lease_token = $6
-         RETURNING i.id",
-    )
-    .bind(col(rows, |i| i.id))
-    .bind(col(rows, |i| i.status))
-    .bind(col(rows, |i| i.error_code))
-    .bind(col(rows, |i| i.error_reason))
-    .bind(col(rows, |i| i.result.as_deref()))
-    .bind(token)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?)
+    let (sql, token) = match fence {
+        Fence::Lease(token) => (
+            update_items!("i.status = 'PROCESSING' AND i.lease_token = $6"),
+            Some(token),
+        ),
+        // Locked rows cannot have moved; the status check only keeps a
+        // finished item from being written twice should that ever change.
+        Fence::Locked(_) => (
+            update_items!("i.status IN ('APPROVED', 'PROCESSING') AND $6::text IS NULL"),
+            None,
+        ),
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(col(rows, |i| i.id))
+        .bind(col(rows, |i| i.status))
+        .bind(col(rows, |i| i.error_code))
+        .bind(col(rows, |i| i.error_reason))
+        .bind(col(rows, |i| i.result.as_deref()))
+        .bind(token)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// Cancel the later APPROVED items of each failed item's ICCID in its
