@@ -1,10 +1,11 @@
 //! Workers: claim a chunk under a lease, execute it, complete it.
 //!
-//! Each worker loops: `Store::claim` a chunk, run `core::execute` for every
-//! item on the blocking pool (it is CPU work), then `Store::complete` the chunk
-//! in one transaction fenced by the lease token. A crash between the two
-//! leaves the items leased; when the lease expires another worker takes them
-//! over, so every item is applied exactly once.
+//! Each worker loops on `Store::run_chunk`: the store picks a chunk, the
+//! worker runs `core::execute` for every item on the blocking pool (it is CPU
+//! work), and the store commits the results. Both backends hold the chunk in
+//! one transaction, so a crash rolls it back and its items run again; items
+//! left leased by `Store::claim` are taken over once the lease expires. Every
+//! item is applied exactly once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
