@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::engine::{lock_batches, pick_expired, pick_fresh, pick_settings, CLAIMED_COLS};
+use super::engine::{chunk_settings, lock_batches, pick_expired, pick_fresh, CLAIMED_COLS};
 use super::writes::Fence;
 use super::PgStore;
 use crate::model::*;
@@ -34,8 +34,9 @@ impl PgStore {
             return Ok(None);
         }
         self.refresh_statistics_if_due().await;
+        let t0 = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
-        pick_settings(&mut tx, Some(lease)).await?;
+        chunk_settings(&mut tx, Some(lease)).await?;
         let cols = format!("{CLAIMED_COLS}, i.status");
         // Items a claim left leased come first once the lease has expired.
         let mut rows = sqlx::query(&pick_expired(&cols))
@@ -63,8 +64,10 @@ impl PgStore {
                 approved.insert(sqlx::Row::try_get::<i64, _>(r, "id")?);
             }
         }
+        let picked = t0.elapsed();
         let items = self.claimed_items(&mut tx, &rows).await?;
         drop(rows);
+        let read = t0.elapsed();
         let parts = plan::memory_parts(items);
         if parts.len() > 1 {
             // A later part may name a batch an earlier one did not; every
@@ -74,11 +77,28 @@ impl PgStore {
         }
         let fence = Fence::Locked(&approved);
         let mut summary = CompleteSummary::default();
+        let (mut exec, mut write) = (Duration::ZERO, Duration::ZERO);
         for part in parts {
+            let t = std::time::Instant::now();
             let done = execute(part).await;
+            exec += t.elapsed();
+            let t = std::time::Instant::now();
             summary.merge(self.complete_isolating(&mut tx, fence, &done, now).await?);
+            write += t.elapsed();
         }
+        let t = std::time::Instant::now();
         tx.commit().await?;
+        // Where a chunk's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            items = summary.applied,
+            pick_ms = ms(picked),
+            read_ms = ms(read - picked),
+            exec_ms = ms(exec),
+            write_ms = ms(write),
+            commit_ms = ms(t.elapsed()),
+            "chunk phases"
+        );
         Ok(Some(summary))
     }
 }

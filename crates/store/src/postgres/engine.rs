@@ -58,20 +58,32 @@ pub(super) fn pick_fresh(cols: &str) -> String {
     )
 }
 
-/// Planner settings for the picks, scoped to the transaction, and the idle
+/// Planner settings for a chunk's transaction, scoped to it, and the idle
 /// limit of a transaction that holds its picked rows, if it does.
 ///
 /// Each pick must walk its partial index in order and stop at the limit.
 /// Statistics lag a table that grows by a million rows in a minute, and with
 /// them the planner preferred sorting every runnable item (or scanning the
 /// table for `id = ANY`) on each claim, so each chunk cost more than the last.
-pub(super) async fn pick_settings(
+///
+/// Every write joins a chunk's rows (`UNNEST`) to a table by its key, which
+/// is an index probe per row. Hash and merge joins are off: with them the
+/// planner read every active item and every SIM into a hash table for each
+/// chunk, a cost that grows with the tables.
+///
+/// JIT is off too: a disabled plan node costs 10^10, which is past
+/// `jit_above_cost`, so every statement of the transaction that scans a small
+/// table (the outbox counter, above all) was compiled first, at 40 to 100 ms
+/// a statement.
+pub(super) async fn chunk_settings(
     tx: &mut Transaction<'_, Postgres>,
     idle_limit: Option<Duration>,
 ) -> Result<()> {
     let idle_ms = idle_limit.map(|d| d.as_millis().clamp(1, i32::MAX as u128).to_string());
     sqlx::query(
         "SELECT set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true),
+                set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
+                set_config('jit', 'off', true),
                 set_config('idle_in_transaction_session_timeout',
                            COALESCE($1, current_setting('idle_in_transaction_session_timeout')), true)",
     )
@@ -85,6 +97,14 @@ pub(super) async fn pick_settings(
 const TERMINAL: &str = "('COMPLETED', 'PARTIALLY_COMPLETED', 'CANCELLED')";
 
 /// Load the SIMs and the profile flags of `(tenant, iccid)` pairs with two queries.
+///
+/// Each key is probed by `LATERAL … LIMIT 1`, so the plan is one primary-key
+/// lookup per key whatever the statistics say. The `LIMIT` keeps the planner
+/// from flattening the subquery into a plain join: with hash joins off and
+/// statistics taken while `sims` was still empty, it put the table outside
+/// and rescanned the 5,000 keys for every SIM (4 to 6 s a chunk while
+/// registering). A key the chunk names twice comes back twice and lands once
+/// in the map.
 async fn load_sims(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[(String, String)],
@@ -92,8 +112,9 @@ async fn load_sims(
     let tenants: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
     let iccids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
     let rows = sqlx::query(&format!(
-        "SELECT {SIM_COLS} FROM sims
-         WHERE (tenant_id, iccid) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+        "SELECT s.* FROM UNNEST($1::text[], $2::text[]) AS k(t, i)
+         CROSS JOIN LATERAL (SELECT {SIM_COLS} FROM sims
+                             WHERE tenant_id = k.t AND iccid = k.i LIMIT 1) s"
     ))
     .bind(&tenants)
     .bind(&iccids)
@@ -106,8 +127,9 @@ async fn load_sims(
         sims.insert((tenant, sim.iccid.clone()), sim);
     }
     let with_profile: Vec<(String, String)> = sqlx::query_as(
-        "SELECT tenant_id, iccid FROM profiles
-         WHERE (tenant_id, iccid) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        "SELECT p.* FROM UNNEST($1::text[], $2::text[]) AS k(t, i)
+         CROSS JOIN LATERAL (SELECT tenant_id, iccid FROM profiles
+                             WHERE tenant_id = k.t AND iccid = k.i LIMIT 1) p",
     )
     .bind(&tenants)
     .bind(&iccids)
@@ -225,7 +247,7 @@ impl PgStore {
         }
         self.refresh_statistics_if_due().await;
         let mut tx = self.pool.begin().await?;
-        pick_settings(&mut tx, None).await?;
+        chunk_settings(&mut tx, None).await?;
         let mut picked: Vec<(i64, String)> = sqlx::query_as(&pick_expired("i.id, i.status"))
             .bind(now)
             .bind(limit)
@@ -311,6 +333,7 @@ impl PgStore {
             .filter(|c| seen.insert(c.item.id))
             .collect();
         let mut tx = self.pool.begin().await?;
+        chunk_settings(&mut tx, None).await?;
         let mut summary = self
             .complete_isolating(&mut tx, Fence::Lease(token), &done, now)
             .await?;
