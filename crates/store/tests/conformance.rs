@@ -86,6 +86,7 @@ conformance!(
     bootstrap_only_once,
     templates,
     batch_create_append_seal,
+    appended_text_round_trips,
     all_rejected_batch_is_terminal,
     claim_orders_items_of_one_sim,
     claim_orders_across_batches,
@@ -538,6 +539,96 @@ async fn batch_create_append_seal(store: Arc<dyn Store>) {
     assert!(
         event_kinds(&store, &t).await.is_empty(),
         "sealing into PROCESSING emits nothing"
+    );
+}
+
+/// Text that the bulk insert must carry unchanged: separators, quotes,
+/// line breaks, backslashes, COPY's NULL marker and the empty string.
+async fn appended_text_round_trips(store: Arc<dyn Store>) {
+    const AWKWARD: [&str; 8] = [
+        "a,b",
+        "say \"hi\"",
+        "line\nbreak\r\n",
+        "tab\tbed",
+        "back\\slash \\N",
+        "\\N",
+        "",
+        "émoji 📶 \"\",",
+    ];
+    let t = tenant(&store, "acme").await;
+    let b = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    let mut its = Vec::new();
+    for (i, text) in AWKWARD.iter().enumerate() {
+        let mut params = Map::new();
+        params.insert("reference".into(), json!(text));
+        params.insert((*text).to_owned(), json!([text, null]));
+        its.push(NewItem {
+            seq: 2 * i as i64,
+            iccid: iccid(i as u32 + 1),
+            operation: Some(Operation::Activate),
+            params,
+            secret: Map::new(),
+            rejection: None,
+        });
+        its.push(NewItem {
+            seq: 2 * i as i64 + 1,
+            iccid: (*text).to_owned(),
+            operation: None,
+            params: Map::new(),
+            secret: Map::new(),
+            rejection: Some(simbatch_core::Rejection {
+                field: Some((*text).to_owned()),
+                code: "invalid_value".into(),
+                reason: format!("bad: {text}"),
+            }),
+        });
+    }
+    store.append_items(&t, &b.id, &its).await.unwrap();
+    let listed = all_items(&store, &t, &b.id).await;
+    assert_eq!(listed.len(), its.len());
+    for (got, want) in listed.iter().zip(&its) {
+        assert_eq!(got.seq, want.seq);
+        assert_eq!(got.iccid, want.iccid, "item {}", want.seq);
+        assert_eq!(got.operation, want.operation, "item {}", want.seq);
+        assert_eq!(got.params, want.params, "item {}", want.seq);
+        match &want.rejection {
+            Some(r) => {
+                assert_eq!(got.status, ItemStatus::Rejected);
+                assert_eq!(got.error_field, r.field, "item {}", want.seq);
+                assert_eq!(got.error_reason.as_deref(), Some(r.reason.as_str()));
+            }
+            None => {
+                assert_eq!(got.status, ItemStatus::Approved);
+                assert_eq!(
+                    (&got.error_field, &got.error_code, &got.error_reason),
+                    (&None, &None, &None),
+                    "no error is NULL, not empty text"
+                );
+            }
+        }
+    }
+    // A seq appended twice is refused whole: nothing of that append is kept.
+    let again = vec![
+        NewItem {
+            seq: its.len() as i64,
+            ..its[0].clone()
+        },
+        its[2].clone(),
+    ];
+    assert!(
+        matches!(
+            store.append_items(&t, &b.id, &again).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "duplicate seq"
+    );
+    assert_eq!(all_items(&store, &t, &b.id).await.len(), its.len());
+    assert_eq!(
+        batch(&store, &t, &b.id).await.counts.total,
+        its.len() as i64
     );
 }
 

@@ -3,12 +3,18 @@
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
+use super::copy::CsvRows;
 use super::rows::{self, BATCH_COLS, ITEM_COLS};
 use super::{db_err, page, write_events, PgStore};
 use crate::model::*;
 use crate::plan::{self, batch_event};
 use crate::{Result, StoreError};
 use simbatch_core::BatchStatus;
+
+/// Appends items; the columns in the order `append_items` writes them.
+const COPY_ITEMS: &str =
+    "COPY batch_items (batch_id, tenant_id, seq, iccid, operation, status, params,
+    secret_enc, error_field, error_code, error_reason, updated_at) FROM STDIN (FORMAT csv)";
 
 /// Lock a tenant's batch for the rest of `tx`.
 pub(super) async fn lock_batch(
@@ -56,10 +62,49 @@ impl PgStore {
         batch_id: &str,
         items: &[NewItem],
     ) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let n = items.len();
+        let now = now_ms();
+        let mut approved = 0i64;
+        let mut rows = CsvRows::with_capacity(n * 256);
+        for it in items {
+            let params = Value::Object(it.params.clone()).to_string();
+            let secret = (!it.secret.is_empty()).then(|| {
+                let plain = Value::Object(it.secret.clone()).to_string();
+                self.cipher.seal("item", plain.as_bytes())
+            });
+            let (status, field, code, reason) = match &it.rejection {
+                Some(r) => (
+                    "REJECTED",
+                    r.field.as_deref(),
+                    Some(r.code.as_str()),
+                    Some(r.reason.as_str()),
+                ),
+                None => {
+                    approved += 1;
+                    ("APPROVED", None, None, None)
+                }
+            };
+            rows.text(Some(batch_id))
+                .text(Some(tenant_id))
+                .int(it.seq)
+                .text(Some(&it.iccid))
+                .text(it.operation.map(|o| o.as_str()))
+                .text(Some(status))
+                .text(Some(&params))
+                .text(secret.as_deref())
+                .text(field)
+                .text(code)
+                .text(reason)
+                .int(now);
+            rows.end_row();
+        }
+        let prepped = t0.elapsed();
         let mut tx = self.pool.begin().await?;
         let batch = lock_batch(&mut tx, tenant_id, batch_id)
             .await?
             .ok_or_else(|| StoreError::State(format!("batch {batch_id} does not exist")))?;
+        let locked = t0.elapsed();
         if batch.status != BatchStatus::Initialising {
             return Err(StoreError::State(format!(
                 "batch is {}; items can only be added while INITIALISING",
@@ -69,77 +114,13 @@ impl PgStore {
         if items.is_empty() {
             return Ok(());
         }
-        let n = items.len();
-        let (mut seqs, mut iccids, mut ops, mut statuses, mut params) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut secrets, mut fields, mut codes, mut reasons) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut approved = 0i64;
-        for it in items {
-            seqs.push(it.seq);
-            iccids.push(it.iccid.clone());
-            ops.push(it.operation.map(|o| o.as_str().to_owned()));
-            params.push(Value::Object(it.params.clone()).to_string());
-            secrets.push(if it.secret.is_empty() {
-                None
-            } else {
-                Some(self.cipher.seal(
-                    "item",
-                    Value::Object(it.secret.clone()).to_string().as_bytes(),
-                ))
-            });
-            match &it.rejection {
-                Some(r) => {
-                    statuses.push("REJECTED");
-                    fields.push(r.field.clone());
-                    codes.push(Some(r.code.clone()));
-                    reasons.push(Some(r.reason.clone()));
-                }
-                None => {
-                    approved += 1;
-                    statuses.push("APPROVED");
-                    fields.push(None);
-                    codes.push(None);
-                    reasons.push(None);
-                }
-            }
-        }
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation, status, params, secret_enc,
-                                      error_field, error_code, error_reason, updated_at)
-             SELECT $1, $2, u.seq, u.iccid, u.operation, u.status, u.params, u.secret_enc,
-                    u.error_field, u.error_code, u.error_reason, $12
-             FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[], $11::text[])
-                  WITH ORDINALITY AS u(seq, iccid, operation, status, params, secret_enc,
-                                       error_field, error_code, error_reason, ord)
-             ORDER BY u.ord",
-        )
-        .bind(batch_id)
-        .bind(tenant_id)
-        .bind(seqs)
-        .bind(iccids)
-        .bind(ops)
-        .bind(statuses)
-        .bind(params)
-        .bind(secrets)
-        .bind(fields)
-        .bind(codes)
-        .bind(reasons)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("an item with this seq"))?;
+        // Rows are numbered in the order they are sent: ids follow seq.
+        let mut copy = tx.copy_in_raw(COPY_ITEMS).await?;
+        copy.send(rows.into_bytes()).await?;
+        copy.finish()
+            .await
+            .map_err(db_err("an item with this seq"))?;
+        let inserted = t0.elapsed();
         self.growth.record(n);
         let n = n as i64;
         sqlx::query(
@@ -153,7 +134,17 @@ impl PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let updated = t0.elapsed();
         tx.commit().await?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            prep = ms(prepped),
+            lock = ms(locked - prepped),
+            insert = ms(inserted - locked),
+            update = ms(updated - inserted),
+            commit = ms(t0.elapsed() - updated),
+            "append phases"
+        );
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 
 mod batches;
 mod chunk;
+mod copy;
 mod counts;
 mod dialect;
 mod engine;

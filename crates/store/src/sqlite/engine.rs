@@ -416,7 +416,12 @@ impl SqliteStore {
         now: i64,
         summary: &mut CompleteSummary,
     ) -> Result<()> {
+        // Where apply's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
+        let t0 = std::time::Instant::now();
+        let mut marks: Vec<(&str, f64)> = Vec::with_capacity(10);
+        let mut mark = |name| marks.push((name, t0.elapsed().as_secs_f64() * 1e3));
         let mut plan = plan_completion(&self.cipher, kept);
+        mark("plan");
         summary.by_operation = crate::plan::count_by_operation(kept);
         for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
             if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
@@ -425,10 +430,15 @@ impl SqliteStore {
             }
         }
         write_sims(tx, &plan.sim_inserts, &plan.sim_updates, now).await?;
+        mark("sims");
         write_status(tx, &plan.status_updates, now).await?;
+        mark("status");
         write_profiles(tx, &plan.profiles, now).await?;
+        mark("profiles");
         write_history(tx, &plan.history, now).await?;
+        mark("history");
         write_items(tx, &plan.items, now).await?;
+        mark("items");
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
@@ -441,6 +451,7 @@ impl SqliteStore {
                 plan::operation_slot(&mut summary.by_operation, op).canceled += 1;
             }
         }
+        mark("cancel");
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
                 "UPDATE batches SET processing = processing - ?1, completed = completed + ?2, failed = failed + ?3,
@@ -456,6 +467,7 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
+        mark("counters");
         let ids =
             serde_json::to_string(&plan.deltas.keys().collect::<Vec<_>>()).unwrap_or_default();
         let finished = sqlx::query(&format!(
@@ -475,7 +487,11 @@ impl SqliteStore {
             plan.events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
+        mark("finished");
         super::outbox::write_events(tx, &plan.events, now).await?;
+        mark("outbox");
+        // Milliseconds since apply began, after each step.
+        tracing::debug!(?marks, "apply phases");
         Ok(())
     }
 }
