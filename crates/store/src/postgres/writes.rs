@@ -1,13 +1,15 @@
 //! The writes of a chunk completion on PostgreSQL, from typed plan rows.
 //!
 //! Each list is one statement: its columns are bound as arrays and read back
-//! as rows with `UNNEST`, so a 1,000-item chunk costs one round trip per list
-//! and the server parses no JSON.
+//! as rows with `UNNEST`, so a chunk costs one round trip per list and the
+//! server parses no JSON. History, which is only ever inserted, goes through
+//! `COPY` instead.
 
 use std::collections::HashSet;
 
 use sqlx::{Postgres, Transaction};
 
+use super::copy::CsvRows;
 use super::db_err;
 use crate::plan::{FollowerCancel, HistoryWrite, ItemWrite, ProfileWrite, SimWrite, StatusWrite};
 use crate::Result;
@@ -155,7 +157,8 @@ pub(super) async fn profiles(
     Ok(())
 }
 
-/// Insert history rows, in plan order (history ids follow item order).
+/// Insert history rows, in plan order (history ids follow item order),
+/// with `COPY`: the list is insert-only and as long as the chunk.
 pub(super) async fn history(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[HistoryWrite<'_>],
@@ -164,24 +167,26 @@ pub(super) async fn history(
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status, to_status, batch_id, item_id)
-         SELECT v.tenant_id, v.iccid, $8, v.operation, v.from_status, v.to_status, v.batch_id, v.item_id
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
-              WITH ORDINALITY AS v(tenant_id, iccid, operation, from_status, to_status, batch_id, item_id, ord)
-         ORDER BY v.ord",
-    )
-    .bind(col(rows, |h| h.tenant_id))
-    .bind(col(rows, |h| h.iccid))
-    .bind(col(rows, |h| h.operation))
-    .bind(col(rows, |h| h.from_status))
-    .bind(col(rows, |h| h.to_status))
-    .bind(col(rows, |h| h.batch_id))
-    .bind(col(rows, |h| h.item_id))
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err("history"))?;
+    let mut csv = CsvRows::with_capacity(rows.len() * 128);
+    for h in rows {
+        csv.text(Some(h.tenant_id))
+            .text(Some(h.iccid))
+            .int(now)
+            .text(Some(h.operation))
+            .text(h.from_status)
+            .text(Some(h.to_status))
+            .text(Some(h.batch_id))
+            .int(h.item_id);
+        csv.end_row();
+    }
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY sim_history (tenant_id, iccid, at, operation, from_status, to_status, batch_id, item_id)
+             FROM STDIN (FORMAT csv)",
+        )
+        .await?;
+    copy.send(csv.into_bytes()).await?;
+    copy.finish().await.map_err(db_err("history"))?;
     Ok(())
 }
 
