@@ -12,6 +12,7 @@ mod batch_counts;
 pub mod crypto;
 pub mod model;
 mod outbox;
+mod phases;
 pub mod plan;
 pub mod postgres;
 pub mod profiles;

@@ -62,7 +62,7 @@ impl PgStore {
         batch_id: &str,
         items: &[NewItem],
     ) -> Result<()> {
-        let t0 = std::time::Instant::now();
+        let mut phases = crate::phases::Phases::start();
         let n = items.len();
         let now = now_ms();
         let mut approved = 0i64;
@@ -99,12 +99,12 @@ impl PgStore {
                 .int(now);
             rows.end_row();
         }
-        let prepped = t0.elapsed();
+        phases.mark("prep");
         let mut tx = self.pool.begin().await?;
         let batch = lock_batch(&mut tx, tenant_id, batch_id)
             .await?
             .ok_or_else(|| StoreError::State(format!("batch {batch_id} does not exist")))?;
-        let locked = t0.elapsed();
+        phases.mark("lock");
         if batch.status != BatchStatus::Initialising {
             return Err(StoreError::State(format!(
                 "batch is {}; items can only be added while INITIALISING",
@@ -120,7 +120,7 @@ impl PgStore {
         copy.finish()
             .await
             .map_err(db_err("an item with this seq"))?;
-        let inserted = t0.elapsed();
+        phases.mark("insert");
         self.growth.record(n);
         let n = n as i64;
         sqlx::query(
@@ -134,17 +134,10 @@ impl PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let updated = t0.elapsed();
+        phases.mark("update");
         tx.commit().await?;
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        tracing::debug!(
-            prep = ms(prepped),
-            lock = ms(locked - prepped),
-            insert = ms(inserted - locked),
-            update = ms(updated - inserted),
-            commit = ms(t0.elapsed() - updated),
-            "append phases"
-        );
+        phases.mark("commit");
+        phases.log("postgres append", items.len());
         Ok(())
     }
 

@@ -34,7 +34,7 @@ impl PgStore {
             return Ok(None);
         }
         self.refresh_statistics_if_due().await;
-        let t0 = std::time::Instant::now();
+        let mut phases = crate::phases::Phases::start();
         let mut tx = self.pool.begin().await?;
         chunk_settings(&mut tx, Some(lease)).await?;
         let cols = format!("{CLAIMED_COLS}, i.status");
@@ -64,10 +64,10 @@ impl PgStore {
                 approved.insert(sqlx::Row::try_get::<i64, _>(r, "id")?);
             }
         }
-        let picked = t0.elapsed();
+        phases.mark("pick");
         let items = self.claimed_items(&mut tx, &rows).await?;
         drop(rows);
-        let read = t0.elapsed();
+        phases.mark("read");
         let parts = plan::memory_parts(items);
         if parts.len() > 1 {
             // A later part may name a batch an earlier one did not; every
@@ -77,28 +77,15 @@ impl PgStore {
         }
         let fence = Fence::Locked(&approved);
         let mut summary = CompleteSummary::default();
-        let (mut exec, mut write) = (Duration::ZERO, Duration::ZERO);
         for part in parts {
-            let t = std::time::Instant::now();
             let done = execute(part).await;
-            exec += t.elapsed();
-            let t = std::time::Instant::now();
+            phases.mark("exec");
             summary.merge(self.complete_isolating(&mut tx, fence, &done, now).await?);
-            write += t.elapsed();
+            phases.mark("write");
         }
-        let t = std::time::Instant::now();
         tx.commit().await?;
-        // Where a chunk's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        tracing::debug!(
-            items = summary.applied,
-            pick_ms = ms(picked),
-            read_ms = ms(read - picked),
-            exec_ms = ms(exec),
-            write_ms = ms(write),
-            commit_ms = ms(t.elapsed()),
-            "chunk phases"
-        );
+        phases.mark("commit");
+        phases.log("postgres run_chunk", summary.applied);
         Ok(Some(summary))
     }
 }

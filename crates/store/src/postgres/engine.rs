@@ -410,19 +410,16 @@ impl PgStore {
     ) -> Result<CompleteSummary> {
         let mut summary = CompleteSummary::default();
         let total = done.len();
-        // Where the writes' time goes (`SIMBATCH_LOG=simbatch_store=debug`).
-        let t0 = std::time::Instant::now();
-        let mut marks: Vec<(&str, f64)> = Vec::with_capacity(12);
-        let mut mark = |name| marks.push((name, t0.elapsed().as_secs_f64() * 1e3));
+        let mut phases = crate::phases::Phases::start();
         let plan = plan_completion(&self.cipher, done);
-        mark("plan");
+        phases.mark("plan");
         // Fence and item results in one statement: only items this
         // completion still owns are written (and locked).
         let held: HashSet<i64> = writes::items(tx, &plan.items, fence, now)
             .await?
             .into_iter()
             .collect();
-        mark("items");
+        phases.mark("items");
         summary.fenced_out = total - held.len();
         summary.applied = held.len();
         if held.is_empty() {
@@ -451,10 +448,10 @@ impl PgStore {
         self.growth.record(plan.sim_inserts.len());
         writes::sims(tx, &plan.sim_updates, true, now).await?;
         writes::statuses(tx, &plan.status_updates, now).await?;
-        mark("sims");
+        phases.mark("sims");
         writes::profiles(tx, &plan.profiles, now).await?;
         writes::history(tx, &plan.history, now).await?;
-        mark("history");
+        phases.mark("history");
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
@@ -478,7 +475,7 @@ impl PgStore {
         // id order (as `claim` does), so concurrent transactions never deadlock.
         let batch_ids: Vec<&String> = plan.deltas.keys().collect();
         let ids_json = serde_json::to_string(&batch_ids).unwrap_or_default();
-        mark("cancel");
+        phases.mark("cancel");
         lock_batches(tx, batch_ids.iter().map(|id| id.as_str())).await?;
         let deltas: Vec<Value> = plan
             .deltas
@@ -511,11 +508,10 @@ impl PgStore {
             events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        mark("counters");
+        phases.mark("counters");
         write_events(tx, &events, now).await?;
-        mark("outbox");
-        // Milliseconds since the writes began, after each step.
-        tracing::debug!(?marks, "write phases");
+        phases.mark("outbox");
+        phases.log("postgres complete", summary.applied);
         Ok(summary)
     }
 

@@ -61,7 +61,7 @@ impl SqliteStore {
         items: &[NewItem],
     ) -> Result<()> {
         let now = now_ms();
-        let t0 = std::time::Instant::now();
+        let mut phases = crate::phases::Phases::start();
         let approved = items.iter().filter(|it| it.rejection.is_none()).count() as i64;
         // Params and sealed secrets as the text the columns hold, made before the write lock.
         let texts: Vec<(String, Option<String>)> = items
@@ -77,9 +77,9 @@ impl SqliteStore {
             .collect();
         let rows: Vec<(&NewItem, &(String, Option<String>))> = items.iter().zip(&texts).collect();
         let rejected = items.len() as i64 - approved;
-        let prep = t0.elapsed();
+        phases.mark("prep");
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let locked = t0.elapsed();
+        phases.mark("lock");
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM batches WHERE tenant_id = ?1 AND id = ?2")
                 .bind(tenant_id)
@@ -141,16 +141,10 @@ impl SqliteStore {
         .bind(batch_id)
         .execute(&mut *tx)
         .await?;
-        let wrote = t0.elapsed();
+        phases.mark("write");
         tx.commit().await?;
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        tracing::debug!(
-            prep = ms(prep),
-            lock = ms(locked - prep),
-            write = ms(wrote - locked),
-            commit = ms(t0.elapsed() - wrote),
-            "append phases"
-        );
+        phases.mark("commit");
+        phases.log("sqlite append", items.len());
         Ok(())
     }
 

@@ -287,7 +287,7 @@ impl SqliteStore {
         execute: &crate::Executor,
     ) -> Result<Option<CompleteSummary>> {
         let now = now_ms();
-        let t0 = std::time::Instant::now();
+        let mut phases = crate::phases::Phases::start();
         if !self.anything_runnable(now).await? {
             return Ok(None);
         }
@@ -324,30 +324,21 @@ impl SqliteStore {
             items.push(item);
         }
         let fresh_ids: HashSet<i64> = items[n_expired..].iter().map(|i| i.id).collect();
-        let picked = t0.elapsed();
+        phases.mark("pick");
         let done = execute(items).await;
-        let executed = t0.elapsed();
+        phases.mark("exec");
         let mut summary = CompleteSummary {
             applied: done.len(),
             ..Default::default()
         };
         self.apply_isolating(&mut tx, &done, &fresh_ids, now, &mut summary)
             .await?;
-        let applied = t0.elapsed();
+        phases.mark("apply");
         tx.commit().await?;
-        let committed = t0.elapsed();
+        phases.mark("commit");
         drop(done);
-        // Where a chunk's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        tracing::debug!(
-            items = summary.applied,
-            pick_ms = ms(picked),
-            exec_ms = ms(executed - picked),
-            apply_ms = ms(applied - executed),
-            commit_ms = ms(committed - applied),
-            drop_ms = ms(t0.elapsed() - committed),
-            "chunk phases"
-        );
+        phases.mark("drop");
+        phases.log("sqlite run_chunk", summary.applied);
         Ok(Some(summary))
     }
 
@@ -416,12 +407,9 @@ impl SqliteStore {
         now: i64,
         summary: &mut CompleteSummary,
     ) -> Result<()> {
-        // Where apply's time goes (`SIMBATCH_LOG=simbatch_store=debug`).
-        let t0 = std::time::Instant::now();
-        let mut marks: Vec<(&str, f64)> = Vec::with_capacity(10);
-        let mut mark = |name| marks.push((name, t0.elapsed().as_secs_f64() * 1e3));
+        let mut phases = crate::phases::Phases::start();
         let mut plan = plan_completion(&self.cipher, kept);
-        mark("plan");
+        phases.mark("plan");
         summary.by_operation = crate::plan::count_by_operation(kept);
         for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
             if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
@@ -430,15 +418,15 @@ impl SqliteStore {
             }
         }
         write_sims(tx, &plan.sim_inserts, &plan.sim_updates, now).await?;
-        mark("sims");
+        phases.mark("sims");
         write_status(tx, &plan.status_updates, now).await?;
-        mark("status");
+        phases.mark("status");
         write_profiles(tx, &plan.profiles, now).await?;
-        mark("profiles");
+        phases.mark("profiles");
         write_history(tx, &plan.history, now).await?;
-        mark("history");
+        phases.mark("history");
         write_items(tx, &plan.items, now).await?;
-        mark("items");
+        phases.mark("items");
         summary.completed = plan.deltas.values().map(|d| d.completed as usize).sum();
         summary.failed = plan.deltas.values().map(|d| d.failed as usize).sum();
         // Sequential batches: a failure leaves that ICCID's later items unexecuted.
@@ -451,7 +439,7 @@ impl SqliteStore {
                 plan::operation_slot(&mut summary.by_operation, op).canceled += 1;
             }
         }
-        mark("cancel");
+        phases.mark("cancel");
         for (batch_id, d) in &plan.deltas {
             sqlx::query(
                 "UPDATE batches SET processing = processing - ?1, completed = completed + ?2, failed = failed + ?3,
@@ -467,7 +455,7 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
-        mark("counters");
+        phases.mark("counters");
         let ids =
             serde_json::to_string(&plan.deltas.keys().collect::<Vec<_>>()).unwrap_or_default();
         let finished = sqlx::query(&format!(
@@ -487,11 +475,10 @@ impl SqliteStore {
             plan.events.extend(plan::batch_event(&b));
             summary.finished.push((b.id, b.status));
         }
-        mark("finished");
+        phases.mark("finished");
         super::outbox::write_events(tx, &plan.events, now).await?;
-        mark("outbox");
-        // Milliseconds since apply began, after each step.
-        tracing::debug!(?marks, "apply phases");
+        phases.mark("outbox");
+        phases.log("sqlite apply", kept.len());
         Ok(())
     }
 }
