@@ -118,7 +118,19 @@ conformance!(
     refused_item_is_isolated_in_run_chunk,
     run_chunk_takes_over_expired_leases,
     event_feed_pages_through_large_writes,
+    run_chunk_after_cancel_between_chunks,
+    run_chunk_after_writes_between_chunks,
+    run_chunk_keeps_sim_order_across_chunks,
+    run_chunk_after_a_lease_expired_between_chunks,
 );
+
+/// Checks of the SQLite engine with a second process on the same file.
+mod sqlite_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_chunk_after_another_process_claims() {
+        super::on_sqlite(super::run_chunk_after_another_process_claims).await;
+    }
+}
 
 /// Checks of behaviour only PostgreSQL can show: a chunk that `run_chunk`
 /// holds while other transactions run. (SQLite has one writer: anything else
@@ -3361,5 +3373,250 @@ async fn event_feed_pages_through_large_writes(store: Arc<dyn Store>) {
     assert_eq!(
         delivered, since,
         "the webhook gets each later event once, in order"
+    );
+}
+
+// ------------------------------------------------- between two run_chunks
+//
+// On SQLite, the transaction that writes a chunk picks the next one ahead
+// (`sqlite::ahead`); these checks change the database between two
+// `run_chunk` calls and hold on both backends.
+
+/// Run `run_chunk(limit)` until nothing is runnable; the items applied by each call.
+async fn run_chunks(store: &Arc<dyn Store>, limit: usize) -> Vec<usize> {
+    let mut applied = Vec::new();
+    while let Some(s) = store
+        .run_chunk(limit, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+    {
+        applied.push(s.applied);
+        assert!(applied.len() < 100, "the queue never drained");
+    }
+    applied
+}
+
+/// A batch canceled between two chunks runs none of its remaining items.
+async fn run_chunk_after_cancel_between_chunks(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=4).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let first = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the first chunk ran");
+    assert_eq!(first.applied, 2);
+    let c = store.cancel_batch(&t, &b.id).await.unwrap().unwrap();
+    assert_eq!((c.status, c.counts.canceled), (BatchStatus::Cancelled, 2));
+    assert_eq!(run_chunks(&store, 2).await, Vec::<usize>::new());
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (
+            got.counts.completed,
+            got.counts.canceled,
+            got.counts.approved
+        ),
+        (2, 2, 0)
+    );
+    for n in 3..=4 {
+        assert!(store.get_sim(&t, &iccid(n)).await.unwrap().is_none());
+    }
+}
+
+/// Items appended between two chunks (another batch) neither hold back nor
+/// lose the items that were next; every item runs once.
+async fn run_chunk_after_writes_between_chunks(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=4).map(reg).collect();
+    let a = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let first = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the first chunk ran");
+    assert_eq!(first.applied, 2);
+    let rows: Vec<Value> = (5..=6).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let second = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the second chunk ran");
+    assert_eq!(second.applied, 2);
+    assert_eq!(
+        second.finished,
+        vec![(a.id.clone(), BatchStatus::Completed)]
+    );
+    assert_eq!(run_chunks(&store, 2).await, vec![2]);
+    assert_eq!(
+        batch(&store, &t, &b.id).await.status,
+        BatchStatus::Completed
+    );
+    for n in 1..=6 {
+        assert!(store.get_sim(&t, &iccid(n)).await.unwrap().is_some());
+    }
+}
+
+/// Items of one SIM spread over several chunks run in order, each against
+/// the SIM its predecessor left (a wrong order fails with `illegal_status`).
+async fn run_chunk_keeps_sim_order_across_chunks(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=3).map(reg).collect();
+    submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    assert_eq!(run_chunks(&store, 10).await, vec![3]);
+    let b = store
+        .create_batch(&new_batch(&t, None, BatchMode::Parallel))
+        .await
+        .unwrap();
+    let steps = [
+        (Operation::Activate, 1),
+        (Operation::Activate, 2),
+        (Operation::Suspend, 1),
+        (Operation::Suspend, 2),
+        (Operation::Resume, 1),
+        (Operation::Activate, 3),
+    ];
+    let its: Vec<NewItem> = steps
+        .iter()
+        .enumerate()
+        .map(|(seq, (op, n))| {
+            let mut item = items(*op, &[reg(*n)]).remove(0);
+            item.seq = seq as i64;
+            item
+        })
+        .collect();
+    store.append_items(&t, &b.id, &its).await.unwrap();
+    store.seal_batch(&t, &b.id).await.unwrap();
+    let applied = run_chunks(&store, 2).await;
+    assert_eq!(applied.iter().sum::<usize>(), 6, "chunks: {applied:?}");
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (got.status, got.counts.completed, got.counts.failed),
+        (BatchStatus::Completed, 6, 0)
+    );
+    let status = |n| {
+        let store = store.clone();
+        let t = t.clone();
+        async move {
+            store
+                .get_sim(&t, &iccid(n))
+                .await
+                .unwrap()
+                .unwrap()
+                .sim
+                .status
+        }
+    };
+    assert_eq!(status(1).await, SimStatus::Activated);
+    assert_eq!(status(2).await, SimStatus::Suspended);
+    assert_eq!(status(3).await, SimStatus::Activated);
+}
+
+/// A lease that expires between two chunks: the next chunk takes the
+/// expired item over with the rest, and the stale claim is fenced out.
+async fn run_chunk_after_a_lease_expired_between_chunks(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=4).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let first = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the first chunk ran");
+    assert_eq!(first.applied, 2);
+    let stale = store.claim(1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(stale.items.len(), 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(run_chunks(&store, 10).await, vec![2]);
+    let late = store
+        .complete(&stale.token, run_items(&stale.items))
+        .await
+        .unwrap();
+    assert_eq!((late.applied, late.fenced_out), (0, 1));
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (got.status, got.counts.completed, got.counts.processing),
+        (BatchStatus::Completed, 4, 0)
+    );
+}
+
+/// SQLite: another process (a second store on the same file) claims an item
+/// between two chunks; the chunk picked ahead leaves that item to it.
+async fn run_chunk_after_another_process_claims(store: Arc<dyn Store>) {
+    let Raw::Sqlite(file) = RAW.with(|r| r.clone()) else {
+        panic!("SQLite only");
+    };
+    let other =
+        simbatch_store::sqlite::connect(&format!("sqlite://{}", file.display()), test_cipher())
+            .await
+            .expect("a second store on the same file");
+    let t = tenant(&store, "acme").await;
+    let rows: Vec<Value> = (1..=4).map(reg).collect();
+    let b = submit(
+        &store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let first = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the first chunk ran");
+    assert_eq!(first.applied, 2);
+    let claim = other.claim(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claim.items.len(), 1);
+    assert_eq!(
+        run_chunks(&store, 2).await,
+        vec![1],
+        "only the item not claimed"
+    );
+    let s = other
+        .complete(&claim.token, run_items(&claim.items))
+        .await
+        .unwrap();
+    assert_eq!((s.applied, s.fenced_out), (1, 0));
+    let got = batch(&store, &t, &b.id).await;
+    assert_eq!(
+        (got.status, got.counts.completed),
+        (BatchStatus::Completed, 4)
     );
 }

@@ -4,17 +4,18 @@
 //! and every list is written with one multi-row statement (a `VALUES` CTE).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use simbatch_core::{BatchMode, ItemStatus};
 use sqlx::query_builder::Separated;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::values::{self, Shape};
-use super::{pick, rows, SqliteStore};
+use super::{ahead, pick, rows, SqliteStore};
 use crate::plan::{self, plan_completion};
-use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result, StoreError};
+use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result};
 
 const CLAIM_FRESH: &str = "UPDATE batch_items SET status = 'PROCESSING', lease_token = ?1, lease_until = ?2, updated_at = ?3
 WHERE id IN (
@@ -27,28 +28,31 @@ WHERE id IN (
     ORDER BY i.id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
-/// Runnable fresh items, read inside the single write transaction of `run_chunk`.
-fn pick_fresh() -> String {
+/// Runnable fresh items, read inside the single write transaction of
+/// `run_chunk`, leaving out the ids in the JSON array `?2` (the chunk that
+/// transaction writes, when it picks the next one ahead).
+static PICK_FRESH: LazyLock<String> = LazyLock::new(|| {
     pick::aggregated(
         "SELECT i.id FROM batch_items i JOIN batches b ON b.id = i.batch_id
 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
+  AND i.id NOT IN (SELECT value FROM json_each(?2))
   AND NOT EXISTS (
     SELECT 1 FROM batch_items p
     WHERE p.tenant_id = i.tenant_id AND p.iccid = i.iccid AND p.id < i.id
       AND p.status IN ('APPROVED', 'PROCESSING'))
 ORDER BY i.id LIMIT ?1",
     )
-}
+});
 
 /// Items whose lease expired, read inside `run_chunk`. Without `INDEXED BY`
 /// the planner satisfies `ORDER BY id` by walking the whole table (every
 /// finished item, on every chunk); the partial index holds only leased items.
-fn pick_expired() -> String {
+static PICK_EXPIRED: LazyLock<String> = LazyLock::new(|| {
     pick::aggregated(
         "SELECT i.id FROM batch_items i INDEXED BY batch_items_leased JOIN batches b ON b.id = i.batch_id
 WHERE i.status = 'PROCESSING' AND i.lease_until < ?1 ORDER BY i.id LIMIT ?2",
     )
-}
+});
 
 /// See `anything_runnable`.
 const RUNNABLE: &str =
@@ -139,46 +143,22 @@ impl SqliteStore {
     fn claimed_item(&self, r: &sqlx::sqlite::SqliteRow) -> Result<ClaimedItem> {
         let params: String = r.try_get("params")?;
         let secret: Option<String> = r.try_get("secret_enc")?;
-        self.claimed(pick::Picked(
-            r.try_get("id")?,
-            r.try_get("batch_id")?,
-            r.try_get("tenant_id")?,
-            r.try_get("seq")?,
-            r.try_get("iccid")?,
-            r.try_get("operation")?,
-            params,
-            secret,
-            String::new(),
-            None,
-            0,
-        ))
-    }
-
-    /// A claimed item from its stored columns (batch mode, SIM and profile
-    /// flag are left for the caller).
-    fn claimed(&self, p: pick::Picked) -> Result<ClaimedItem> {
-        let mut fields = rows::json_map(&p.6)?;
-        if let Some(sealed) = &p.7 {
-            let plain = self.cipher.open("item", sealed)?;
-            let secret: Map<String, Value> = serde_json::from_slice(&plain)
-                .map_err(|e| StoreError::Corrupt(format!("item secret: {e}")))?;
-            fields.extend(secret);
-        }
-        let operation = rows::operation(p.5)?
-            .ok_or_else(|| StoreError::Corrupt("approved item without operation".into()))?;
-        fields.insert("iccid".into(), Value::String(p.4.clone()));
-        Ok(ClaimedItem {
-            id: p.0,
-            batch_id: p.1,
-            tenant_id: p.2,
-            seq: p.3,
-            mode: BatchMode::Parallel,
-            operation,
-            iccid: p.4,
-            fields,
-            sim: None,
-            has_profile: false,
-        })
+        pick::claimed(
+            &self.cipher,
+            pick::Picked(
+                r.try_get("id")?,
+                r.try_get("batch_id")?,
+                r.try_get("tenant_id")?,
+                r.try_get("seq")?,
+                r.try_get("iccid")?,
+                r.try_get("operation")?,
+                params,
+                secret,
+                String::new(),
+                None,
+                0,
+            ),
+        )
     }
 
     /// Fill each item's batch mode, current SIM and profile flag, set-based.
@@ -281,51 +261,53 @@ impl SqliteStore {
     /// Claim, execute and complete one chunk in a single write transaction.
     /// SQLite has one writer, so no lease is needed: a crash rolls the whole
     /// chunk back and its items stay APPROVED.
+    ///
+    /// The same transaction picks the next chunk before it writes this one,
+    /// and that chunk is decoded while this one is written and committed
+    /// (see [`super::ahead`]).
     pub(super) async fn run_chunk_impl(
         &self,
         limit: usize,
         execute: &crate::Executor,
     ) -> Result<Option<CompleteSummary>> {
+        let mut ahead = self.ahead.lock().await;
+        let picked_ahead = ahead.take();
         let now = now_ms();
         let mut phases = crate::phases::Phases::start();
-        if !self.anything_runnable(now).await? {
+        if picked_ahead.is_none() && !self.anything_runnable(now).await? {
             return Ok(None);
         }
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        // Items another process left leased (the claim/complete path) come first once expired.
-        let expired: String = sqlx::query_scalar(&pick_expired())
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_one(&mut *tx)
-            .await?;
-        let expired = pick::decode(&expired)?;
-        let room = limit.saturating_sub(expired.len());
-        let fresh = if room > 0 {
-            let fresh: String = sqlx::query_scalar(&pick_fresh())
-                .bind(room as i64)
-                .fetch_one(&mut *tx)
-                .await?;
-            pick::decode(&fresh)?
-        } else {
-            Vec::new()
+        let mut items = match picked_ahead {
+            Some(a) => a.take(&mut tx, now).await?,
+            None => Vec::new(),
         };
-        if expired.is_empty() && fresh.is_empty() {
+        let mut fresh_from = 0;
+        if items.is_empty() {
+            (items, fresh_from) = self.pick_now(&mut tx, limit, now).await?;
+        }
+        if items.is_empty() {
             tx.commit().await?;
             return Ok(None);
         }
-        let n_expired = expired.len();
-        let mut items = Vec::with_capacity(expired.len() + fresh.len());
-        for p in expired.into_iter().chain(fresh) {
-            let (mode, has_profile, sim) = (p.mode(), p.has_profile(), p.sim()?);
-            let mut item = self.claimed(p)?;
-            item.mode = mode;
-            item.has_profile = has_profile;
-            item.sim = sim;
-            items.push(item);
-        }
-        let fresh_ids: HashSet<i64> = items[n_expired..].iter().map(|i| i.id).collect();
+        let fresh_ids: HashSet<i64> = items[fresh_from..].iter().map(|i| i.id).collect();
+        let ids = serde_json::to_string(&items.iter().map(|i| i.id).collect::<Vec<_>>())
+            .unwrap_or_default();
         phases.mark("pick");
-        let done = execute(items).await;
+        // Execute this chunk while the writer picks the next one.
+        let running = tokio::spawn(execute(items));
+        let next: String = sqlx::query_scalar(PICK_FRESH.as_str())
+            .bind(limit as i64)
+            .bind(ids)
+            .fetch_one(&mut *tx)
+            .await?;
+        let next = (next != "[]").then(|| ahead::Picked::decode(next, self.cipher.clone()));
+        phases.mark("ahead");
+        let done = running.await.unwrap_or_else(|e| {
+            // Nothing is applied for this chunk; its items run again.
+            tracing::error!(error = %e, "executing a chunk failed");
+            Vec::new()
+        });
         phases.mark("exec");
         let mut summary = CompleteSummary {
             applied: done.len(),
@@ -334,12 +316,42 @@ impl SqliteStore {
         self.apply_isolating(&mut tx, &done, &fresh_ids, now, &mut summary)
             .await?;
         phases.mark("apply");
+        let (stamp, _) = ahead::stamp(&mut tx, now).await?;
         tx.commit().await?;
+        *ahead = next.map(|n| n.stamped(stamp));
         phases.mark("commit");
         drop(done);
         phases.mark("drop");
         phases.log("sqlite run_chunk", summary.applied);
         Ok(Some(summary))
+    }
+
+    /// The usual pick: items whose lease expired, then fresh ones, up to
+    /// `limit`; and where the fresh ones start.
+    async fn pick_now(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<ClaimedItem>, usize)> {
+        // Items another process left leased (the claim/complete path) come first once expired.
+        let expired: String = sqlx::query_scalar(PICK_EXPIRED.as_str())
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_one(&mut **tx)
+            .await?;
+        let mut items = pick::items(&expired, &self.cipher)?;
+        let n_expired = items.len();
+        let room = limit.saturating_sub(n_expired);
+        if room > 0 {
+            let fresh: String = sqlx::query_scalar(PICK_FRESH.as_str())
+                .bind(room as i64)
+                .bind("[]")
+                .fetch_one(&mut **tx)
+                .await?;
+            items.extend(pick::items(&fresh, &self.cipher)?);
+        }
+        Ok((items, n_expired))
     }
 
     /// [`Self::apply`], but a chunk the database refuses (a constraint broken

@@ -8,6 +8,7 @@
 //! hand-off to the connection's thread on every read (it put about a third
 //! on the p99 of `GET /v1/batches/{id}` while a batch runs).
 
+mod ahead;
 mod batches;
 mod counts;
 mod dialect;
@@ -41,6 +42,9 @@ pub struct SqliteStore {
     cipher: Cipher,
     /// Outbox blocks read lately.
     blocks: crate::outbox::BlockCache,
+    /// The chunk the last `run_chunk` picked ahead; held through a whole
+    /// `run_chunk`, so chunks run one at a time.
+    ahead: tokio::sync::Mutex<Option<ahead::Ahead>>,
     /// Alive as long as the store: the background checkpointer stops when
     /// it can no longer upgrade its weak reference.
     _alive: Arc<()>,
@@ -73,8 +77,13 @@ impl SqliteStore {
             // The writer checkpoints only as a backstop, at 256 MiB of WAL; see `checkpointer`.
             .pragma("wal_autocheckpoint", "65536")
             .foreign_keys(false);
+        // One writer connection, never closed for age or idleness: the chunk
+        // picked ahead is checked against its change counts (`ahead::Stamp`).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
@@ -96,6 +105,7 @@ impl SqliteStore {
             read,
             cipher,
             blocks: crate::outbox::BlockCache::default(),
+            ahead: tokio::sync::Mutex::new(None),
             _alive: alive,
         })
     }

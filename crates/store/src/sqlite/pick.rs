@@ -7,9 +7,12 @@
 //! chunk comes back as a single text value.
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use simbatch_core::{BatchMode, Sim, SimStatus, SubscriptionState};
 
-use crate::{Result, StoreError};
+use super::rows;
+use crate::crypto::Cipher;
+use crate::{ClaimedItem, Result, StoreError};
 
 /// The columns of one picked item, as a JSON array in the order of
 /// [`Picked`] (`i`: the item, `b`: its batch, `s`: its SIM, if any).
@@ -70,6 +73,50 @@ pub(super) fn decode(text: &str) -> Result<Vec<Picked>> {
         .map_err(|e| StoreError::Corrupt(format!("picked items: {e}")))?;
     picked.sort_by_key(|p| p.0);
     Ok(picked)
+}
+
+/// Decode the aggregated pick into claimed items, in id order, with their
+/// secrets opened. CPU work (JSON and AES-GCM): `run_chunk` does it on the
+/// blocking pool for a chunk picked ahead.
+pub(super) fn items(text: &str, cipher: &Cipher) -> Result<Vec<ClaimedItem>> {
+    decode(text)?
+        .into_iter()
+        .map(|p| {
+            let (mode, has_profile, sim) = (p.mode(), p.has_profile(), p.sim()?);
+            let mut item = claimed(cipher, p)?;
+            item.mode = mode;
+            item.has_profile = has_profile;
+            item.sim = sim;
+            Ok(item)
+        })
+        .collect()
+}
+
+/// A claimed item from its stored columns (batch mode, SIM and profile
+/// flag are left for the caller).
+pub(super) fn claimed(cipher: &Cipher, p: Picked) -> Result<ClaimedItem> {
+    let mut fields = rows::json_map(&p.6)?;
+    if let Some(sealed) = &p.7 {
+        let plain = cipher.open("item", sealed)?;
+        let secret: Map<String, Value> = serde_json::from_slice(&plain)
+            .map_err(|e| StoreError::Corrupt(format!("item secret: {e}")))?;
+        fields.extend(secret);
+    }
+    let operation = rows::operation(p.5)?
+        .ok_or_else(|| StoreError::Corrupt("approved item without operation".into()))?;
+    fields.insert("iccid".into(), Value::String(p.4.clone()));
+    Ok(ClaimedItem {
+        id: p.0,
+        batch_id: p.1,
+        tenant_id: p.2,
+        seq: p.3,
+        mode: BatchMode::Parallel,
+        operation,
+        iccid: p.4,
+        fields,
+        sim: None,
+        has_profile: false,
+    })
 }
 
 impl Picked {
