@@ -143,6 +143,7 @@ impl SqliteStore {
         .await?;
         phases.mark("write");
         tx.commit().await?;
+        self.wake_checkpointer();
         phases.mark("commit");
         phases.log("sqlite append", items.len());
         Ok(())

@@ -45,6 +45,8 @@ pub struct SqliteStore {
     /// The chunk the last `run_chunk` picked ahead; held through a whole
     /// `run_chunk`, so chunks run one at a time.
     ahead: tokio::sync::Mutex<Option<ahead::Ahead>>,
+    /// Wakes the background checkpointer after a bulk write (see `checkpointer`).
+    wrote: Arc<tokio::sync::Notify>,
     /// Alive as long as the store: the background checkpointer stops when
     /// it can no longer upgrade its weak reference.
     _alive: Arc<()>,
@@ -66,6 +68,11 @@ pub(crate) fn conflict(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Tell the background checkpointer that a bulk write committed.
+    fn wake_checkpointer(&self) {
+        self.wrote.notify_one();
+    }
+
     /// Open the database at `url` (`sqlite://PATH`, created if missing).
     pub async fn connect(url: &str, cipher: Cipher) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
@@ -99,32 +106,50 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         let alive = Arc::new(());
-        tokio::spawn(checkpointer(checkpoints, Arc::downgrade(&alive)));
+        let wrote = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(checkpointer(
+            checkpoints,
+            wrote.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(Self {
             write,
             read,
             cipher,
             blocks: crate::outbox::BlockCache::default(),
             ahead: tokio::sync::Mutex::new(None),
+            wrote,
             _alive: alive,
         })
     }
 }
 
-/// How often the background checkpointer copies the WAL into the database.
+/// How often the background checkpointer runs when no bulk write wakes it.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Copy committed WAL frames into the database file from a connection of
-/// its own, twice a second, until the store is dropped.
+/// its own: after every bulk write (a chunk or an append: see
+/// [`SqliteStore::wake_checkpointer`]) and at least twice a second, until the store is
+/// dropped.
 ///
 /// Left to the writer, a checkpoint runs inside the commit that crosses the
 /// WAL threshold: on the hot path that was one commit in thirty taking
 /// ~420 ms (copying and syncing 64 MiB) while every other write waited.
-/// A PASSIVE checkpoint runs beside the writer and never blocks it; once it
-/// has caught up, the writer's next transaction starts the WAL over.
-async fn checkpointer(pool: SqlitePool, alive: std::sync::Weak<()>) {
+/// A PASSIVE checkpoint runs beside the writer and never blocks it. While
+/// chunks commit back to back it never quite catches up, so the WAL only
+/// starts over when the writer's own checkpoint runs at the threshold;
+/// checkpointing after every bulk write leaves that one little to copy
+/// (with a checkpoint every 500 ms it copied up to 40 MB: 110-136 ms).
+async fn checkpointer(
+    pool: SqlitePool,
+    wrote: Arc<tokio::sync::Notify>,
+    alive: std::sync::Weak<()>,
+) {
     loop {
-        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        tokio::select! {
+            _ = wrote.notified() => {}
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
         if alive.upgrade().is_none() {
             break;
         }
