@@ -63,7 +63,7 @@ pub async fn tenant_for(parts: &Parts, state: &AppState) -> Result<Tenant, ApiEr
     if key_id.is_empty() || secret.is_empty() {
         return Err(invalid());
     }
-    match state.store.authenticate(key_id, secret).await {
+    match state.authenticate(key_id, secret).await {
         Ok(Some(t)) => {
             crate::ops::rate_limit::admit(parts, &t.id)?;
             Ok(t)

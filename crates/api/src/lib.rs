@@ -20,6 +20,7 @@ pub mod docs;
 pub mod error;
 pub mod es2plus;
 pub mod idempotency;
+pub mod key_cache;
 pub mod native;
 pub mod openapi;
 pub mod ops;
@@ -50,6 +51,37 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Only for authentication and idempotency look-ups.
     pub store: Arc<dyn Store>,
+    /// API keys verified lately.
+    pub keys: Arc<key_cache::KeyCache>,
+}
+
+impl AppState {
+    /// State over `service` and `store`, with an empty key cache.
+    pub fn new(service: Arc<Service>, store: Arc<dyn Store>) -> Self {
+        Self {
+            service,
+            store,
+            keys: Arc::default(),
+        }
+    }
+
+    /// The tenant of API key `key_id` with `secret`; `Ok(None)` when the
+    /// pair is not a live key. Keys verified lately are not read again (see
+    /// [`key_cache`]).
+    pub async fn authenticate(
+        &self,
+        key_id: &str,
+        secret: &str,
+    ) -> simbatch_store::Result<Option<simbatch_store::Tenant>> {
+        if let Some(t) = self.keys.get(key_id, secret) {
+            return Ok(Some(t));
+        }
+        let tenant = self.store.authenticate(key_id, secret).await?;
+        if let Some(t) = &tenant {
+            self.keys.put(key_id, secret, t);
+        }
+        Ok(tenant)
+    }
 }
 
 /// The whole HTTP application, with fresh metrics and no rate limit.

@@ -24,6 +24,7 @@ both_backends!(
     events_feed,
     webhooks_crud,
     auth_required,
+    revoked_key_stops_working_within_the_cache_ttl,
     tenant_isolation,
     bad_input_is_4xx_and_loses_nothing,
 );
@@ -944,5 +945,29 @@ async fn large_csv_streams() {
     assert_eq!(body["counts"]["total"], n);
     assert_eq!(body["counts"]["approved"], n);
     eprintln!("{n} rows streamed in {:?}", t.elapsed());
+    app.stop().await;
+}
+
+/// A key verified lately is not read again for a second (see
+/// `simbatch_api::key_cache`): a wrong secret is still refused at once, and
+/// a key revoked from outside the server stops working within that time.
+async fn revoked_key_stops_working_within_the_cache_ttl(b: Backend) {
+    let app = TestApp::start(b).await;
+    let get = |token: &str| {
+        app.http
+            .get(format!("{}/v1/batches", app.base))
+            .header("x-api-key", token)
+            .send()
+    };
+    let (s, _) = read(get(&app.token).await.unwrap()).await;
+    assert_eq!(s, 200);
+    let (key_id, _) = app.token.split_once('.').unwrap();
+    let wrong = format!("{key_id}.{}", "0".repeat(64));
+    let (s, p) = read(get(&wrong).await.unwrap()).await;
+    assert_eq!((s, p["code"].as_str()), (401, Some("unauthorized")), "{p}");
+    assert!(app.store.revoke_key(key_id).await.unwrap());
+    tokio::time::sleep(simbatch_api::key_cache::KEY_TTL + Duration::from_millis(100)).await;
+    let (s, p) = read(get(&app.token).await.unwrap()).await;
+    assert_eq!((s, p["code"].as_str()), (401, Some("unauthorized")), "{p}");
     app.stop().await;
 }

@@ -93,10 +93,7 @@ pub fn app_state(store: Arc<dyn Store>, cfg: &Serve, wake: Arc<Notify>) -> AppSt
         },
         wake,
     );
-    AppState {
-        service: Arc::new(service),
-        store,
-    }
+    AppState::new(Arc::new(service), store)
 }
 
 /// Run the server until a shutdown signal.

@@ -52,7 +52,6 @@ pub(crate) async fn tenant_for(
         return Ok(None);
     }
     state
-        .store
         .authenticate(key_id, secret)
         .await
         .map_err(|e| tracing::error!(error = %e, "authentication failed on the store"))

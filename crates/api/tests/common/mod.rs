@@ -129,13 +129,7 @@ impl TestApp {
                 wake,
             )
         });
-        let app = router_with(
-            AppState {
-                service,
-                store: store.clone(),
-            },
-            ops,
-        );
+        let app = router_with(AppState::new(service, store.clone()), ops);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
