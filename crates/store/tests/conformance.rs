@@ -3382,6 +3382,28 @@ async fn event_feed_pages_through_large_writes(store: Arc<dyn Store>) {
 // (`sqlite::ahead`); these checks change the database between two
 // `run_chunk` calls and hold on both backends.
 
+/// A tenant and a batch registering four SIMs, of which one `run_chunk`
+/// ran the first two (on SQLite, the other two are now picked ahead).
+async fn half_run(store: &Arc<dyn Store>) -> (String, BatchRecord) {
+    let t = tenant(store, "acme").await;
+    let rows: Vec<Value> = (1..=4).map(reg).collect();
+    let b = submit(
+        store,
+        &t,
+        Operation::RegisterSim,
+        BatchMode::Parallel,
+        &rows,
+    )
+    .await;
+    let first = store
+        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+        .await
+        .unwrap()
+        .expect("the first chunk ran");
+    assert_eq!(first.applied, 2);
+    (t, b)
+}
+
 /// Run `run_chunk(limit)` until nothing is runnable; the items applied by each call.
 async fn run_chunks(store: &Arc<dyn Store>, limit: usize) -> Vec<usize> {
     let mut applied = Vec::new();
@@ -3398,22 +3420,7 @@ async fn run_chunks(store: &Arc<dyn Store>, limit: usize) -> Vec<usize> {
 
 /// A batch canceled between two chunks runs none of its remaining items.
 async fn run_chunk_after_cancel_between_chunks(store: Arc<dyn Store>) {
-    let t = tenant(&store, "acme").await;
-    let rows: Vec<Value> = (1..=4).map(reg).collect();
-    let b = submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
-    let first = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
-        .await
-        .unwrap()
-        .expect("the first chunk ran");
-    assert_eq!(first.applied, 2);
+    let (t, b) = half_run(&store).await;
     let c = store.cancel_batch(&t, &b.id).await.unwrap().unwrap();
     assert_eq!((c.status, c.counts.canceled), (BatchStatus::Cancelled, 2));
     assert_eq!(run_chunks(&store, 2).await, Vec::<usize>::new());
@@ -3434,22 +3441,7 @@ async fn run_chunk_after_cancel_between_chunks(store: Arc<dyn Store>) {
 /// Items appended between two chunks (another batch) neither hold back nor
 /// lose the items that were next; every item runs once.
 async fn run_chunk_after_writes_between_chunks(store: Arc<dyn Store>) {
-    let t = tenant(&store, "acme").await;
-    let rows: Vec<Value> = (1..=4).map(reg).collect();
-    let a = submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
-    let first = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
-        .await
-        .unwrap()
-        .expect("the first chunk ran");
-    assert_eq!(first.applied, 2);
+    let (t, a) = half_run(&store).await;
     let rows: Vec<Value> = (5..=6).map(reg).collect();
     let b = submit(
         &store,
@@ -3544,22 +3536,7 @@ async fn run_chunk_keeps_sim_order_across_chunks(store: Arc<dyn Store>) {
 /// A lease that expires between two chunks: the next chunk takes the
 /// expired item over with the rest, and the stale claim is fenced out.
 async fn run_chunk_after_a_lease_expired_between_chunks(store: Arc<dyn Store>) {
-    let t = tenant(&store, "acme").await;
-    let rows: Vec<Value> = (1..=4).map(reg).collect();
-    let b = submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
-    let first = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
-        .await
-        .unwrap()
-        .expect("the first chunk ran");
-    assert_eq!(first.applied, 2);
+    let (t, b) = half_run(&store).await;
     let stale = store.claim(1, Duration::from_millis(1)).await.unwrap();
     assert_eq!(stale.items.len(), 1);
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -3586,22 +3563,7 @@ async fn run_chunk_after_another_process_claims(store: Arc<dyn Store>) {
         simbatch_store::sqlite::connect(&format!("sqlite://{}", file.display()), test_cipher())
             .await
             .expect("a second store on the same file");
-    let t = tenant(&store, "acme").await;
-    let rows: Vec<Value> = (1..=4).map(reg).collect();
-    let b = submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
-    let first = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
-        .await
-        .unwrap()
-        .expect("the first chunk ran");
-    assert_eq!(first.applied, 2);
+    let (t, b) = half_run(&store).await;
     let claim = other.claim(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(claim.items.len(), 1);
     assert_eq!(
