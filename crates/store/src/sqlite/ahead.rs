@@ -138,3 +138,46 @@ impl Ahead {
         Ok(items)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use crate::Store;
+
+    /// The writer's stamp, read in a write transaction of its own.
+    async fn stamp_now(store: &SqliteStore) -> Stamp {
+        let mut tx = store.write.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let (s, expired) = stamp(&mut tx, 0).await.unwrap();
+        assert!(!expired);
+        tx.commit().await.unwrap();
+        s
+    }
+
+    /// What the pipeline relies on: the stamp stays put while nothing is
+    /// written (a checkpoint included, or every chunk would be checked
+    /// again), and moves with the writer's own writes and with another
+    /// connection's commits.
+    #[tokio::test]
+    async fn the_stamp_moves_with_every_write_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
+        let store = SqliteStore::connect(&url, cipher.clone()).await.unwrap();
+        let other = SqliteStore::connect(&url, cipher).await.unwrap();
+
+        let first = stamp_now(&store).await;
+        assert_eq!(stamp_now(&store).await, first, "reads change nothing");
+        store.create_key("acme").await.unwrap();
+        let own = stamp_now(&store).await;
+        assert_ne!(own, first, "the writer's own write");
+        other.create_key("globex").await.unwrap();
+        let theirs = stamp_now(&store).await;
+        assert_ne!(theirs, own, "another connection's commit");
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&other.write)
+            .await
+            .unwrap();
+        assert_eq!(stamp_now(&store).await, theirs, "a checkpoint");
+    }
+}
