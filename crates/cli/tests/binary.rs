@@ -338,6 +338,9 @@ async fn keys_create_list_revoke() {
     let o = run(dir.path(), &["keys", "--database-url", &db, "revoke", &id1]).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stdout_lines(&o), vec![json!({"revoked": id1})]);
+    // The server trusts a key it verified lately for up to KEY_TTL.
+    tokio::time::sleep(simbatch_api::key_cache::KEY_TTL + std::time::Duration::from_millis(100))
+        .await;
     let (s, p) = get(&a.base, &token1, "/v1/batches").await;
     assert_eq!(
         (s, p["code"].as_str()),
