@@ -6,7 +6,7 @@
 //! SQLite it was half the reads of `GET /v1/batches/{id}`). A key verified
 //! in the last [`KEY_TTL`] is taken from here instead.
 //!
-//! Only the SHA-256 of the secret is kept, and a request must present the
+//! Only the SHA-256 of the secret is kept (as the store keeps it), and a request must present the
 //! same secret to be let in. The price is that a key revoked from another
 //! process (`simbatch keys revoke`, or another replica) keeps working for
 //! up to [`KEY_TTL`].
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use simbatch_store::crypto::{constant_time_eq, hash_secret};
 use simbatch_store::Tenant;
 
 /// How long a verified key is trusted without asking the store again.
@@ -33,7 +33,7 @@ pub struct KeyCache {
 
 #[derive(Debug)]
 struct Verified {
-    secret_sha256: [u8; 32],
+    secret_hash: String,
     tenant: Tenant,
     until: Instant,
 }
@@ -56,16 +56,17 @@ impl KeyCache {
     /// The tenant of `key_id`, if it was verified with this `secret` less
     /// than the TTL ago.
     pub fn get(&self, key_id: &str, secret: &str) -> Option<Tenant> {
-        let digest = sha256(secret);
+        let digest = hash_secret(secret);
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let v = keys.get(key_id)?;
-        (v.until > Instant::now() && same(&v.secret_sha256, &digest)).then(|| v.tenant.clone())
+        (v.until > Instant::now() && constant_time_eq(v.secret_hash.as_bytes(), digest.as_bytes()))
+            .then(|| v.tenant.clone())
     }
 
     /// Remember that the store accepted `key_id` with `secret` for `tenant`.
     pub fn put(&self, key_id: &str, secret: &str, tenant: &Tenant) {
         let verified = Verified {
-            secret_sha256: sha256(secret),
+            secret_hash: hash_secret(secret),
             tenant: tenant.clone(),
             until: Instant::now() + self.ttl,
         };
@@ -85,15 +86,6 @@ impl KeyCache {
     fn len(&self) -> usize {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-}
-
-fn sha256(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// Equal digests, compared in constant time.
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -152,6 +152,12 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Compare two byte strings in time independent of where they differ
+/// (secret hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Associated data binding a sealed API key secret to its key id.
 pub fn key_secret_purpose(key_id: &str) -> String {
     format!("api_key_secret:{key_id}")

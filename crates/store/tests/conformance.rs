@@ -3395,13 +3395,17 @@ async fn half_run(store: &Arc<dyn Store>) -> (String, BatchRecord) {
         &rows,
     )
     .await;
-    let first = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
+    assert_eq!(one_chunk(store, 2).await.applied, 2);
+    (t, b)
+}
+
+/// One `run_chunk(limit)` that finds items to run.
+async fn one_chunk(store: &Arc<dyn Store>, limit: usize) -> CompleteSummary {
+    store
+        .run_chunk(limit, Duration::from_secs(30), &plain_executor())
         .await
         .unwrap()
-        .expect("the first chunk ran");
-    assert_eq!(first.applied, 2);
-    (t, b)
+        .expect("the chunk ran")
 }
 
 /// Run `run_chunk(limit)` until nothing is runnable; the items applied by each call.
@@ -3451,11 +3455,7 @@ async fn run_chunk_after_writes_between_chunks(store: Arc<dyn Store>) {
         &rows,
     )
     .await;
-    let second = store
-        .run_chunk(2, Duration::from_secs(30), &plain_executor())
-        .await
-        .unwrap()
-        .expect("the second chunk ran");
+    let second = one_chunk(&store, 2).await;
     assert_eq!(second.applied, 2);
     assert_eq!(
         second.finished,

@@ -70,9 +70,9 @@ pub(super) async fn stamp(
 
 /// A chunk picked ahead, being decoded; it becomes [`Ahead`] once the
 /// transaction that picked it has written its own chunk.
-pub(super) struct Picked(JoinHandle<Result<Vec<ClaimedItem>>>);
+pub(super) struct Decoding(JoinHandle<Result<Vec<ClaimedItem>>>);
 
-impl Picked {
+impl Decoding {
     /// Decode `text` (an aggregated pick, see [`pick::aggregated`]) on the
     /// blocking pool.
     pub fn decode(text: String, cipher: Cipher) -> Self {

@@ -301,7 +301,7 @@ impl SqliteStore {
             .bind(ids)
             .fetch_one(&mut *tx)
             .await?;
-        let next = (next != "[]").then(|| ahead::Picked::decode(next, self.cipher.clone()));
+        let next = (next != "[]").then(|| ahead::Decoding::decode(next, self.cipher.clone()));
         phases.mark("ahead");
         let done = running.await.unwrap_or_else(|e| {
             // Nothing is applied for this chunk; its items run again.

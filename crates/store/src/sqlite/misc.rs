@@ -3,7 +3,7 @@
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{conflict, rows, SqliteStore};
-use crate::crypto::{hash_secret, new_webhook_secret};
+use crate::crypto::{constant_time_eq, hash_secret, new_webhook_secret};
 use crate::*;
 
 impl SqliteStore {
@@ -430,9 +430,4 @@ async fn create_key_in(
     .execute(&mut **tx)
     .await?;
     Ok(key)
-}
-
-/// Compare two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
