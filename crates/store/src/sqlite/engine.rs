@@ -31,7 +31,7 @@ RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 /// Runnable fresh items, read inside the single write transaction of
 /// `run_chunk`, leaving out the ids in the JSON array `?2` (the chunk that
 /// transaction writes, when it picks the next one ahead).
-static PICK_FRESH: LazyLock<String> = LazyLock::new(|| {
+pub(super) static PICK_FRESH: LazyLock<String> = LazyLock::new(|| {
     pick::aggregated(
         "SELECT i.id FROM batch_items i JOIN batches b ON b.id = i.batch_id
 WHERE i.status = 'APPROVED' AND b.status = 'PROCESSING'
@@ -145,19 +145,16 @@ impl SqliteStore {
         let secret: Option<String> = r.try_get("secret_enc")?;
         pick::claimed(
             &self.cipher,
-            pick::Picked(
-                r.try_get("id")?,
-                r.try_get("batch_id")?,
-                r.try_get("tenant_id")?,
-                r.try_get("seq")?,
-                r.try_get("iccid")?,
-                r.try_get("operation")?,
+            pick::ItemColumns {
+                id: r.try_get("id")?,
+                batch_id: r.try_get("batch_id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                seq: r.try_get("seq")?,
+                iccid: r.try_get("iccid")?,
+                operation: r.try_get("operation")?,
                 params,
-                secret,
-                String::new(),
-                None,
-                0,
-            ),
+                secret_enc: secret,
+            },
         )
     }
 
