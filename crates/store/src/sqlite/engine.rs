@@ -13,9 +13,9 @@ use sqlx::query_builder::Separated;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::values::{self, Shape};
-use super::{ahead, pick, rows, SqliteStore};
-use crate::plan::{self, plan_completion};
-use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result};
+use super::{ahead, outbox, pick, rows, SqliteStore};
+use crate::plan::{self, plan_completion, CompletionPlan};
+use crate::{now_ms, Claim, ClaimedItem, CompleteSummary, Completion, Result, StoreError};
 
 const CLAIM_FRESH: &str = "UPDATE batch_items SET status = 'PROCESSING', lease_token = ?1, lease_until = ?2, updated_at = ?3
 WHERE id IN (
@@ -248,7 +248,7 @@ impl SqliteStore {
             ..Default::default()
         };
         if !kept.is_empty() {
-            self.apply_isolating(&mut tx, &kept, &HashSet::new(), now, &mut summary)
+            self.apply_isolating(&mut tx, &kept, None, &HashSet::new(), now, &mut summary)
                 .await?;
         }
         tx.commit().await?;
@@ -291,26 +291,34 @@ impl SqliteStore {
         let ids = serde_json::to_string(&items.iter().map(|i| i.id).collect::<Vec<_>>())
             .unwrap_or_default();
         phases.mark("pick");
-        // Execute this chunk while the writer picks the next one.
+        // Execute and plan this chunk while the writer picks the next one.
         let running = tokio::spawn(execute(items));
-        let next: String = sqlx::query_scalar(PICK_FRESH.as_str())
+        let mut completions = Vec::new();
+        let done_slot = &mut completions;
+        let cipher = &self.cipher;
+        let planning = async move {
+            *done_slot = running.await.unwrap_or_else(|e| {
+                // Nothing is applied for this chunk; its items run again.
+                tracing::error!(error = %e, "executing a chunk failed");
+                Vec::new()
+            });
+            let done: &Vec<Completion> = done_slot;
+            (done, Planned::new(cipher, done))
+        };
+        let picking = sqlx::query_scalar(PICK_FRESH.as_str())
             .bind(limit as i64)
             .bind(ids)
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_one(&mut *tx);
+        let (next, (done, plan)): (std::result::Result<String, _>, _) =
+            tokio::join!(picking, planning);
+        let next = next?;
         let next = (next != "[]").then(|| ahead::Decoding::decode(next, self.cipher.clone()));
         phases.mark("ahead");
-        let done = running.await.unwrap_or_else(|e| {
-            // Nothing is applied for this chunk; its items run again.
-            tracing::error!(error = %e, "executing a chunk failed");
-            Vec::new()
-        });
-        phases.mark("exec");
         let mut summary = CompleteSummary {
             applied: done.len(),
             ..Default::default()
         };
-        self.apply_isolating(&mut tx, &done, &fresh_ids, now, &mut summary)
+        self.apply_isolating(&mut tx, done, Some(plan), &fresh_ids, now, &mut summary)
             .await?;
         phases.mark("apply");
         let (stamp, _) = ahead::stamp(&mut tx, now).await?;
@@ -319,7 +327,7 @@ impl SqliteStore {
         *ahead = next.map(|n| n.stamped(stamp));
         phases.mark("commit");
         // Freeing a chunk's orders and results takes about a millisecond.
-        tokio::task::spawn_blocking(move || drop(done));
+        tokio::task::spawn_blocking(move || drop(completions));
         phases.mark("drop");
         phases.log("sqlite run_chunk", summary.applied);
         Ok(Some(summary))
@@ -353,21 +361,24 @@ impl SqliteStore {
         Ok((items, n_expired))
     }
 
-    /// [`Self::apply`], but a chunk the database refuses (a constraint broken
+    /// [`Self::apply`] with `plan` (the chunk's, made beforehand) or a plan
+    /// made here; but a chunk the database refuses (a constraint broken
     /// by one item's rows) is rolled back to a savepoint and applied item by
     /// item: a refused item fails alone with [`crate::REFUSED_CODE`] and the
     /// others take effect, so no chunk is retried forever.
-    async fn apply_isolating(
+    async fn apply_isolating<'r>(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
-        kept: &[Completion],
+        kept: &'r [Completion],
+        plan: Option<Planned<'r>>,
         fresh: &HashSet<i64>,
         now: i64,
         summary: &mut CompleteSummary,
     ) -> Result<()> {
         let mut whole = summary.clone();
         exec(tx, "SAVEPOINT chunk").await?;
-        let err = match self.apply(tx, kept, fresh, now, &mut whole).await {
+        let plan = plan.unwrap_or_else(|| Planned::new(&self.cipher, kept));
+        let err = match self.apply(tx, kept, plan, fresh, now, &mut whole).await {
             Ok(()) => {
                 exec(tx, "RELEASE chunk").await?;
                 *summary = whole;
@@ -384,8 +395,9 @@ impl SqliteStore {
         for c in kept {
             let mut one = CompleteSummary::default();
             exec(tx, "SAVEPOINT item").await?;
+            let one_plan = Planned::new(&self.cipher, std::slice::from_ref(c));
             match self
-                .apply(tx, std::slice::from_ref(c), fresh, now, &mut one)
+                .apply(tx, std::slice::from_ref(c), one_plan, fresh, now, &mut one)
                 .await
             {
                 Ok(()) => exec(tx, "RELEASE item").await?,
@@ -398,7 +410,9 @@ impl SqliteStore {
                     tracing::warn!(item = c.item.id, batch_id = %c.item.batch_id, %reason, "item refused");
                     one = CompleteSummary::default();
                     let failed = c.failed(crate::REFUSED_CODE, reason);
-                    self.apply(tx, std::slice::from_ref(&failed), fresh, now, &mut one)
+                    let failed = std::slice::from_ref(&failed);
+                    let failed_plan = Planned::new(&self.cipher, failed);
+                    self.apply(tx, failed, failed_plan, fresh, now, &mut one)
                         .await?;
                 }
             }
@@ -407,20 +421,21 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Write a chunk's effects, results, counters and events. Items in
+    /// Write a chunk's effects, results, counters and events, as `plan`
+    /// (made from `kept`) has them. Items in
     /// `fresh` were still APPROVED (run in one transaction); the others were
     /// PROCESSING under a lease.
     async fn apply(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         kept: &[Completion],
+        planned: Planned<'_>,
         fresh: &HashSet<i64>,
         now: i64,
         summary: &mut CompleteSummary,
     ) -> Result<()> {
         let mut phases = crate::phases::Phases::start();
-        let mut plan = plan_completion(&self.cipher, kept);
-        phases.mark("plan");
+        let Planned { mut plan, packing } = planned;
         summary.by_operation = crate::plan::count_by_operation(kept);
         for c in kept.iter().filter(|c| fresh.contains(&c.item.id)) {
             if let Some(d) = plan.deltas.get_mut(&c.item.batch_id) {
@@ -487,10 +502,33 @@ impl SqliteStore {
             summary.finished.push((b.id, b.status));
         }
         phases.mark("finished");
-        super::outbox::write_events(tx, &plan.events, now).await?;
+        // The item events were packed while the rows above were written;
+        // the batch events of this chunk follow them.
+        let mut blocks = packing
+            .await
+            .map_err(|e| StoreError::State(format!("packing outbox events failed: {e}")))?;
+        blocks.extend(outbox::pack(&plan.events));
+        outbox::write_blocks(tx, &blocks, now).await?;
         phases.mark("outbox");
         phases.log("sqlite apply", kept.len());
         Ok(())
+    }
+}
+
+/// A chunk's plan, its item events being packed into outbox blocks on the
+/// blocking pool meanwhile: the CPU work of completing a chunk, kept off
+/// the single writer's path.
+struct Planned<'r> {
+    plan: CompletionPlan<'r>,
+    packing: tokio::task::JoinHandle<Vec<outbox::PackedBlock>>,
+}
+
+impl<'r> Planned<'r> {
+    fn new(cipher: &crate::crypto::Cipher, kept: &'r [Completion]) -> Self {
+        let mut plan = plan_completion(cipher, kept);
+        let events = std::mem::take(&mut plan.events);
+        let packing = tokio::task::spawn_blocking(move || outbox::pack(&events));
+        Self { plan, packing }
     }
 }
 
