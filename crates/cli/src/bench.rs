@@ -367,6 +367,7 @@ async fn measure(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<Value, Str
         reg_done["counts"]["completed"]
     );
 
+    settle(&fresh.urls[0]).await?;
     let mut lat = Vec::new();
     let t = Instant::now();
     let act = client.submit("activate", n, &args.format, "").await?;
@@ -558,6 +559,32 @@ async fn measure_packages(args: &BenchArgs, n: usize, fresh: &Fresh) -> Result<V
     }))
 }
 
+/// Start a timed run from the same place on SQLite: everything written so
+/// far checkpointed into the database file and the WAL emptied. Without it
+/// the run found whatever WAL the untimed loading left behind, and a run
+/// that had to grow the WAL again was slower than one that reused it,
+/// whatever it ran. PostgreSQL has nothing to settle.
+async fn settle(url: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    if !url.starts_with("sqlite") {
+        return Ok(());
+    }
+    let mut conn = sqlx::SqliteConnection::connect(url)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    for _ in 0..100 {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conn.close().await.map_err(|e| e.to_string())
+}
+
 /// The set-based floor: same SIMs, same batch, applied with three statements.
 async fn floor_rate(url: &str, n: usize, key_dir: &tempfile::TempDir) -> Result<f64, String> {
     let (cipher, _) = Cipher::load(None, &key_dir.path().join("floor.key"))?;
@@ -587,6 +614,7 @@ async fn floor_rate(url: &str, n: usize, key_dir: &tempfile::TempDir) -> Result<
     }
     workers.shutdown().await;
     let act = load_batch(store.as_ref(), &tenant.id, Operation::Activate, n).await?;
+    settle(url).await?;
     let t = Instant::now();
     let applied = store
         .bench_floor_activate(&act)
