@@ -544,6 +544,20 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// A store on a new database `t.db` in a temporary directory (kept
+    /// as long as the directory is).
+    pub(super) async fn fresh_for_test() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url, crate::testing::test_cipher())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -552,13 +566,8 @@ mod tests {
         std::fs::metadata(dir.path().join("t.db")).unwrap().len()
     }
 
-    /// A store on a new database `t.db` in a temporary directory.
     async fn fresh() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
-        let store = SqliteStore::connect(&url, cipher).await.unwrap();
-        (dir, store)
+        SqliteStore::fresh_for_test().await
     }
 
     #[tokio::test]

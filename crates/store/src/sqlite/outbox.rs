@@ -187,7 +187,6 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{fresh_sqlite_url, test_cipher};
     use crate::Store;
 
     fn events(tenant: &str, n: usize) -> Vec<EventWrite> {
@@ -240,11 +239,7 @@ mod tests {
     /// numbered sequence.
     #[tokio::test]
     async fn packed_and_text_blocks_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::SqliteStore::connect(&fresh_sqlite_url(dir.path()), test_cipher())
-                .await
-                .unwrap();
+        let (_dir, store) = super::super::SqliteStore::fresh_for_test().await;
         let written = events("t", 3);
         let mut tx = store.write.begin().await.unwrap();
         write_events(&mut tx, &written[..2], 1).await.unwrap();

@@ -202,18 +202,13 @@ fn sim_text<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{fresh_sqlite_url, test_cipher};
     use crate::Store;
 
     /// What the pick hands the engine is the SIM as stored, every column
     /// of it, and an item without a SIM comes back without one.
     #[tokio::test]
     async fn a_picked_item_carries_its_sim_as_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::SqliteStore::connect(&fresh_sqlite_url(dir.path()), test_cipher())
-                .await
-                .unwrap();
+        let (_dir, store) = super::super::SqliteStore::fresh_for_test().await;
         let t = "tenant-a";
         sqlx::query(
             "INSERT INTO sims (tenant_id, iccid, imsi, msisdn, eid, imei, status, subscription_state,
