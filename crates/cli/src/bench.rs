@@ -9,6 +9,9 @@
 //!    floor (one INSERT…SELECT, two UPDATEs): items/s and the ratio;
 //! 6. reports peak RSS of the process.
 //!
+//! `--runs N` repeats all of it on new fresh databases and adds the median,
+//! lowest and highest of the target figures.
+//!
 //! With `--operation generate_activation_code --template FILE` it measures
 //! eSIM personalisation instead: one batch of N items, each personalising the
 //! template into its own profile package (sealed and stored): packages/s.
@@ -52,6 +55,12 @@ pub struct BenchArgs {
     /// The SAIP template (DER) for `--operation generate_activation_code`.
     #[arg(long)]
     template: Option<std::path::PathBuf>,
+    /// Repeat the whole measurement this many times, each on fresh
+    /// databases, and report every run with the median, lowest and highest
+    /// of the target figures. The host's speed drifts within minutes, so one
+    /// run can land on a fast or a slow stretch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
 }
 
 /// Fresh databases for one run; dropped (PostgreSQL) or deleted (SQLite) at the end.
@@ -259,6 +268,44 @@ impl Client {
     }
 }
 
+/// The figures [`summarize`] sums up, by name and JSON pointer into a run's
+/// report (those a report lacks are left out).
+const SUMMARIZED: [(&str, &str); 6] = [
+    ("activate_items_per_s", "/activate/items_per_s"),
+    ("floor_items_per_s", "/floor/items_per_s"),
+    ("ratio", "/ratio"),
+    ("get_batch_p99_ms", "/get_batch_ms/p99"),
+    ("peak_rss_mib", "/peak_rss_mib"),
+    ("packages_per_s", "/packages_per_s"),
+];
+
+/// Several runs' reports as one: every run as it was, and the median, lowest
+/// and highest of each figure in [`SUMMARIZED`].
+fn summarize(runs: Vec<Value>) -> Value {
+    let mut summary = Map::new();
+    for (name, pointer) in SUMMARIZED {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.pointer(pointer).and_then(Value::as_f64))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        let median = if values.len().is_multiple_of(2) {
+            (values[mid - 1] + values[mid]) / 2.0
+        } else {
+            values[mid]
+        };
+        summary.insert(
+            name.into(),
+            json!({"median": median, "min": values[0], "max": values[values.len() - 1]}),
+        );
+    }
+    json!({"summary": summary, "runs": runs})
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -290,22 +337,32 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if let Some(t) = &template {
         simbatch_engine::service::check_template(t).map_err(|e| e.to_string())?;
     }
-    let fresh = Fresh::create(
-        args.database_url.as_deref(),
-        if args.no_floor || template.is_some() {
-            1
+    let mut reports = Vec::new();
+    for run in 1..=args.runs {
+        if args.runs > 1 {
+            eprintln!("bench: run {run} of {}", args.runs);
+        }
+        let fresh = Fresh::create(
+            args.database_url.as_deref(),
+            if args.no_floor || template.is_some() {
+                1
+            } else {
+                2
+            },
+        )
+        .await?;
+        let result = if args.operation == "generate_activation_code" {
+            measure_packages(&args, n, &fresh).await
         } else {
-            2
-        },
-    )
-    .await?;
-    let result = if args.operation == "generate_activation_code" {
-        measure_packages(&args, n, &fresh).await
-    } else {
-        measure(&args, n, &fresh).await
+            measure(&args, n, &fresh).await
+        };
+        fresh.drop_all().await;
+        reports.push(result?);
+    }
+    let report = match reports.len() {
+        1 => reports.remove(0),
+        _ => summarize(reports),
     };
-    fresh.drop_all().await;
-    let report = result?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
@@ -663,4 +720,39 @@ async fn load_batch(
         .await
         .map_err(|e| e.to_string())?;
     Ok(b.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_runs_are_summed_up_by_median_lowest_and_highest() {
+        let run = |rate: f64, floor: Option<f64>| {
+            json!({"activate": {"items_per_s": rate}, "floor": floor.map(|f| json!({"items_per_s": f})),
+                   "ratio": floor.map(|f| rate / f), "get_batch_ms": {"p99": rate / 10_000.0}})
+        };
+        let s = summarize(vec![
+            run(40_000.0, Some(100_000.0)),
+            run(60_000.0, None),
+            run(50_000.0, Some(125_000.0)),
+        ]);
+        assert_eq!(s["runs"].as_array().unwrap().len(), 3);
+        let rate = &s["summary"]["activate_items_per_s"];
+        assert_eq!(
+            (
+                rate["median"].as_f64(),
+                rate["min"].as_f64(),
+                rate["max"].as_f64()
+            ),
+            (Some(50_000.0), Some(40_000.0), Some(60_000.0))
+        );
+        // Two runs have a floor: the median of an even count is the mean of the middle two.
+        assert_eq!(
+            s["summary"]["floor_items_per_s"]["median"].as_f64(),
+            Some(112_500.0)
+        );
+        assert_eq!(s["summary"]["ratio"]["median"].as_f64(), Some(0.4));
+        assert!(s["summary"].get("packages_per_s").is_none());
+    }
 }

@@ -144,4 +144,16 @@ mod tests {
             "info,sqlx=warn"
         );
     }
+
+    #[test]
+    fn bench_runs_between_one_and_fifty_times() {
+        assert!(matches!(
+            command(&["simbatch", "bench", "--runs", "3"]),
+            Command::Bench(_)
+        ));
+        for bad in ["0", "51", "many"] {
+            let err = Cli::try_parse_from(["simbatch", "bench", "--runs", bad]).unwrap_err();
+            assert!(err.to_string().contains("--runs"), "{bad}: {err}");
+        }
+    }
 }
