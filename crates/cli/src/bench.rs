@@ -314,6 +314,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx].as_secs_f64() * 1000.0
 }
 
+/// Start a new peak for [`peak_rss_mib`] at the current resident set (Linux;
+/// elsewhere the peak stays the process's own): each of several runs then
+/// reports its own peak, not an earlier run's floor.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident set size of this process, in MiB (Linux).
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -341,6 +348,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     for run in 1..=args.runs {
         if args.runs > 1 {
             eprintln!("bench: run {run} of {}", args.runs);
+            reset_peak_rss();
         }
         let fresh = Fresh::create(
             args.database_url.as_deref(),
