@@ -88,9 +88,14 @@ fn with_database(base: &str, name: &str) -> String {
     format!("{root}/{name}{query}")
 }
 
+/// The file of the SQLite database that [`fresh_sqlite_url`] names.
+pub fn fresh_sqlite_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("simbatch-test.db")
+}
+
 /// A URL for a new SQLite database file inside `dir`.
 pub fn fresh_sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("simbatch-test.db").display())
+    format!("sqlite://{}", fresh_sqlite_path(dir).display())
 }
 
 /// A fixed master key, for tests only.

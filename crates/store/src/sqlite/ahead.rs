@@ -161,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn the_stamp_moves_with_every_write_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = crate::testing::fresh_sqlite_url(dir.path());
         let (cipher, _) = Cipher::load(None, &dir.path().join("k")).unwrap();
         let store = SqliteStore::connect(&url, cipher.clone()).await.unwrap();
         let other = SqliteStore::connect(&url, cipher).await.unwrap();

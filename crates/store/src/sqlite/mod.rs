@@ -545,11 +545,11 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 impl SqliteStore {
-    /// A store on a new database `t.db` in a temporary directory (kept
-    /// as long as the directory is).
+    /// A store on a new database in a temporary directory (kept as long as
+    /// the directory is; see [`crate::testing::fresh_sqlite_url`]).
     pub(super) async fn fresh_for_test() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = crate::testing::fresh_sqlite_url(dir.path());
         let store = SqliteStore::connect(&url, crate::testing::test_cipher())
             .await
             .unwrap();
@@ -563,23 +563,21 @@ mod tests {
 
     /// Size of the main database file (what checkpoints write to).
     fn db_len(dir: &tempfile::TempDir) -> u64 {
-        std::fs::metadata(dir.path().join("t.db")).unwrap().len()
-    }
-
-    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
-        SqliteStore::fresh_for_test().await
+        std::fs::metadata(crate::testing::fresh_sqlite_path(dir.path()))
+            .unwrap()
+            .len()
     }
 
     #[tokio::test]
     async fn no_pool_pings_its_connections_before_lending_them() {
-        let (_dir, store) = fresh().await;
+        let (_dir, store) = SqliteStore::fresh_for_test().await;
         assert!(!store.write.options().get_test_before_acquire());
         assert!(!store.read.options().get_test_before_acquire());
     }
 
     #[tokio::test]
     async fn the_wal_is_checkpointed_beside_the_writer_and_the_checkpointer_stops_with_the_store() {
-        let (dir, store) = fresh().await;
+        let (dir, store) = SqliteStore::fresh_for_test().await;
         // Whatever migrations left in the WAL is checkpointed first.
         tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
         let before = db_len(&dir);
