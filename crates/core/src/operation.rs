@@ -307,6 +307,12 @@ impl Operation {
                 | Self::CreateSubscription
         )
     }
+
+    /// Whether executing the operation reads the stored profile templates
+    /// (it personalises a profile package from one).
+    pub fn reads_templates(self) -> bool {
+        self == Self::GenerateActivationCode
+    }
 }
 
 impl std::fmt::Display for Operation {

@@ -149,12 +149,12 @@ impl Worker {
     async fn round(&self) -> Result<bool, simbatch_store::StoreError> {
         let started = Instant::now();
         let failure = Arc::new(std::sync::Mutex::new(None));
-        let execute = executor(
+        let execute: Arc<simbatch_store::Executor> = Arc::new(executor(
             self.store.clone(),
             self.templates.clone(),
             Arc::from(self.cfg.smdp_address.as_str()),
             failure.clone(),
-        );
+        ));
         // The chunk's results are committed even when shutdown was requested meanwhile.
         let Some(summary) = self
             .store
@@ -199,8 +199,7 @@ impl Worker {
 /// The executor a worker hands to [`Store::run_chunk`]: it runs a claimed
 /// chunk's items on the blocking pool, across the cores when the chunk
 /// personalises profiles. Other chunks take about a microsecond an item and
-/// run on one thread: a second one only took a core from the store's writer
-/// (on SQLite, picking the next chunk at that moment).
+/// run on one thread: a second one only took a core from the store's writer.
 ///
 /// Templates are read here, after the claim, and only for chunks that
 /// personalise profiles: a template registered before an item was claimed is
@@ -220,9 +219,7 @@ pub fn executor(
             failure.clone(),
         );
         Box::pin(async move {
-            let needs_templates = items
-                .iter()
-                .any(|i| i.operation == Operation::GenerateActivationCode);
+            let needs_templates = items.iter().any(|i| i.operation.reads_templates());
             let templates = if needs_templates {
                 match cache.snapshot(store.as_ref()).await {
                     Ok(t) => t,

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use simbatch_core::{parse_item, BatchMode, BatchStatus, ItemStatus, Operation, ValidationProfile};
 use simbatch_engine::worker::{self, WorkerConfig};
 use simbatch_store::crypto::Cipher;
-use simbatch_store::{BatchRecord, ItemFilter, NewBatch, NewItem, Store};
+use simbatch_store::{BatchRecord, Executor, ItemFilter, NewBatch, NewItem, Store};
 use tokio::sync::Notify;
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
@@ -282,7 +282,11 @@ async fn templates_are_read_after_the_claim() {
     .unwrap();
     store.add_template("late", &der).await.unwrap();
     let summary = store
-        .run_chunk(10, Duration::from_secs(30), &execute)
+        .run_chunk(
+            10,
+            Duration::from_secs(30),
+            &(Arc::new(execute) as Arc<Executor>),
+        )
         .await
         .unwrap()
         .expect("the item was runnable");
@@ -305,6 +309,73 @@ async fn templates_are_read_after_the_claim() {
         .await
         .unwrap()
         .is_some());
+}
+
+/// A chunk of orders that read templates is picked ahead like any other
+/// but executed only when its transaction takes it: a template registered
+/// between two chunks is seen by the second.
+#[tokio::test]
+async fn templates_registered_between_chunks_are_seen() {
+    use simbatch_engine::personalise::TemplateCache;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    store.create_key("t").await.unwrap();
+    let t = store.tenant_by_name("t").await.unwrap().unwrap().id;
+    let der = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/profile-templates/TS48v5_SAIP2.3_NoBERTLV.der"),
+    )
+    .unwrap();
+    store.add_template("early", &der).await.unwrap();
+    let order = |n: usize, template: &str| {
+        (
+            Operation::GenerateActivationCode,
+            json!({"iccid": iccid(n), "template": template, "imsi": format!("00101000000000{n}"),
+                   "ki": "000102030405060708090A0B0C0D0E0F", "opc": "0F0E0D0C0B0A09080706050403020100"}),
+        )
+    };
+    let batch = submit(
+        store.as_ref(),
+        &t,
+        Some(Operation::GenerateActivationCode),
+        BatchMode::Parallel,
+        vec![order(7, "early"), order(8, "late")],
+    )
+    .await;
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let execute: Arc<Executor> = Arc::new(worker::executor(
+        store.clone(),
+        Arc::new(TemplateCache::default()),
+        Arc::from("smdp.example.com"),
+        failure.clone(),
+    ));
+    let first = store
+        .run_chunk(1, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .expect("the first item was runnable");
+    assert_eq!((first.completed, first.failed), (1, 0));
+    // Registered after the first chunk picked the second one ahead.
+    store.add_template("late", &der).await.unwrap();
+    let second = store
+        .run_chunk(1, Duration::from_secs(30), &execute)
+        .await
+        .unwrap()
+        .expect("the second item was runnable");
+    assert!(failure.lock().unwrap().is_none());
+    let items = store
+        .list_items(
+            &t,
+            &batch.id,
+            &ItemFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(items[1].error_code, None, "{:?}", items[1].error_reason);
+    assert_eq!((second.completed, second.failed), (1, 0));
 }
 
 /// `simbatch_items_processed_total` counts followers canceled after a failure

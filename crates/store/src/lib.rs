@@ -170,11 +170,16 @@ pub trait Store: Send + Sync + 'static {
     /// rows' locks, so no lease is written and a crash rolls the chunk back.
     /// Items an expired lease left behind are taken over. None when nothing
     /// was runnable.
+    ///
+    /// A store may also hand the chunk it picks ahead for the next call to
+    /// `execute` (SQLite does, beside the chunk it writes), so every executor
+    /// given to it must run orders alike. Orders that read templates are
+    /// only executed in the call that takes them.
     async fn run_chunk(
         &self,
         limit: usize,
         lease: Duration,
-        execute: &Executor,
+        execute: &std::sync::Arc<Executor>,
     ) -> Result<Option<CompleteSummary>> {
         let claim = self.claim(limit, lease).await?;
         if claim.items.is_empty() {

@@ -119,6 +119,7 @@ conformance!(
     run_chunk_takes_over_expired_leases,
     event_feed_pages_through_large_writes,
     run_chunk_after_cancel_between_chunks,
+    run_chunk_after_one_of_two_batches_is_canceled,
     run_chunk_after_writes_between_chunks,
     run_chunk_keeps_sim_order_across_chunks,
     run_chunk_after_a_lease_expired_between_chunks,
@@ -3036,11 +3037,12 @@ async fn refused_item_is_isolated_in_run_chunk(store: Arc<dyn Store>) {
     let t = tenant(&store, "acme").await;
     let b = activate_three(&store, &t).await;
     let bad = iccid(2);
-    let execute =
+    let execute = shared(
         move |items: Vec<ClaimedItem>| -> futures::future::BoxFuture<'static, Vec<Completion>> {
             let done = poisoned(&items, &bad);
             Box::pin(async move { done })
-        };
+        },
+    );
     let s = store
         .run_chunk(10, Duration::from_secs(30), &execute)
         .await
@@ -3056,6 +3058,16 @@ async fn refused_item_is_isolated_in_run_chunk(store: Arc<dyn Store>) {
 }
 
 /// An executor that runs items as the engine does.
+/// A test executor as `run_chunk` takes it.
+fn shared(
+    f: impl Fn(Vec<ClaimedItem>) -> futures::future::BoxFuture<'static, Vec<Completion>>
+        + Send
+        + Sync
+        + 'static,
+) -> Arc<Executor> {
+    Arc::new(f)
+}
+
 fn plain_executor(
 ) -> impl Fn(Vec<ClaimedItem>) -> futures::future::BoxFuture<'static, Vec<Completion>> + Send + Sync
 {
@@ -3082,7 +3094,7 @@ async fn run_chunk_takes_over_expired_leases(store: Arc<dyn Store>) {
     assert_eq!(stale.items.len(), 1);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let s = store
-        .run_chunk(10, Duration::from_secs(30), &plain_executor())
+        .run_chunk(10, Duration::from_secs(30), &shared(plain_executor()))
         .await
         .unwrap()
         .expect("the chunk ran");
@@ -3126,7 +3138,7 @@ async fn run_chunk_items_are_passed_by_while_held(store: Arc<dyn Store>) {
             let store = inner.clone();
             Box::pin(async move {
                 let other = store
-                    .run_chunk(10, Duration::from_secs(30), &plain_executor())
+                    .run_chunk(10, Duration::from_secs(30), &shared(plain_executor()))
                     .await
                     .expect("a second worker runs beside the first")
                     .expect("it finds the items not held");
@@ -3137,7 +3149,7 @@ async fn run_chunk_items_are_passed_by_while_held(store: Arc<dyn Store>) {
             })
         };
     let s = store
-        .run_chunk(2, Duration::from_secs(30), &execute)
+        .run_chunk(2, Duration::from_secs(30), &shared(execute))
         .await
         .unwrap()
         .expect("the chunk ran");
@@ -3181,7 +3193,7 @@ async fn cancel_while_run_chunk_holds_items(store: Arc<dyn Store>) {
             })
         };
     let s = store
-        .run_chunk(1, Duration::from_secs(30), &execute)
+        .run_chunk(1, Duration::from_secs(30), &shared(execute))
         .await
         .unwrap()
         .expect("the chunk ran");
@@ -3229,13 +3241,13 @@ async fn stalled_run_chunk_loses_its_items(store: Arc<dyn Store>) {
         })
     };
     let err = store
-        .run_chunk(10, Duration::from_millis(300), &stall)
+        .run_chunk(10, Duration::from_millis(300), &shared(stall))
         .await
         .expect_err("the stalled chunk is cut off");
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     assert!(store.get_sim(&t, &iccid(1)).await.unwrap().is_none());
     let s = store
-        .run_chunk(10, Duration::from_secs(30), &plain_executor())
+        .run_chunk(10, Duration::from_secs(30), &shared(plain_executor()))
         .await
         .unwrap()
         .expect("the items are runnable again");
@@ -3378,8 +3390,8 @@ async fn event_feed_pages_through_large_writes(store: Arc<dyn Store>) {
 
 // ------------------------------------------------- between two run_chunks
 //
-// On SQLite, the transaction that writes a chunk picks the next one ahead
-// (`sqlite::ahead`); these checks change the database between two
+// On SQLite, the next chunk is picked and executed ahead while one is
+// written (`sqlite::ahead`); these checks change the database between two
 // `run_chunk` calls and hold on both backends.
 
 /// A tenant and a batch registering four SIMs, of which one `run_chunk`
@@ -3402,7 +3414,7 @@ async fn half_run(store: &Arc<dyn Store>) -> (String, BatchRecord) {
 /// One `run_chunk(limit)` that finds items to run.
 async fn one_chunk(store: &Arc<dyn Store>, limit: usize) -> CompleteSummary {
     store
-        .run_chunk(limit, Duration::from_secs(30), &plain_executor())
+        .run_chunk(limit, Duration::from_secs(30), &shared(plain_executor()))
         .await
         .unwrap()
         .expect("the chunk ran")
@@ -3412,7 +3424,7 @@ async fn one_chunk(store: &Arc<dyn Store>, limit: usize) -> CompleteSummary {
 async fn run_chunks(store: &Arc<dyn Store>, limit: usize) -> Vec<usize> {
     let mut applied = Vec::new();
     while let Some(s) = store
-        .run_chunk(limit, Duration::from_secs(30), &plain_executor())
+        .run_chunk(limit, Duration::from_secs(30), &shared(plain_executor()))
         .await
         .unwrap()
     {
@@ -3440,6 +3452,48 @@ async fn run_chunk_after_cancel_between_chunks(store: Arc<dyn Store>) {
     for n in 3..=4 {
         assert!(store.get_sim(&t, &iccid(n)).await.unwrap().is_none());
     }
+}
+
+/// A cancel between two chunks that takes some items of the next chunk (on
+/// SQLite, picked and executed ahead) leaves the others to run, and the
+/// outbox gets the events of exactly the items that ran.
+async fn run_chunk_after_one_of_two_batches_is_canceled(store: Arc<dyn Store>) {
+    let t = tenant(&store, "acme").await;
+    let reg_batch = |rows: Vec<Value>| {
+        let (store, t) = (store.clone(), t.clone());
+        async move {
+            submit(
+                &store,
+                &t,
+                Operation::RegisterSim,
+                BatchMode::Parallel,
+                &rows,
+            )
+            .await
+        }
+    };
+    let a = reg_batch((1..=3).map(reg).collect()).await;
+    let b = reg_batch((4..=5).map(reg).collect()).await;
+    // Items 1 and 2 run; on SQLite, 3 (batch a) and 4 (batch b) are next.
+    assert_eq!(one_chunk(&store, 2).await.applied, 2);
+    store.cancel_batch(&t, &a.id).await.unwrap().unwrap();
+    let applied = run_chunks(&store, 2).await;
+    assert_eq!(applied.iter().sum::<usize>(), 2, "{applied:?}");
+    assert_eq!(
+        batch(&store, &t, &b.id).await.status,
+        BatchStatus::Completed
+    );
+    assert!(store.get_sim(&t, &iccid(3)).await.unwrap().is_none());
+    let mut ran: Vec<String> = store
+        .events_after(&t, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "order.completed")
+        .map(|e| e.data["iccid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ran.sort();
+    assert_eq!(ran, [1, 2, 4, 5].map(iccid));
 }
 
 /// Items appended between two chunks (another batch) neither hold back nor

@@ -170,8 +170,16 @@ fn same_but_status(a: &Sim, b: &Sim) -> bool {
         && *custom_fields == b.custom_fields
 }
 
-/// Plan the writes for completions whose lease is still held.
+/// Plan the writes for completions whose lease is still held: the rows
+/// ([`plan_rows`]) and the item events ([`item_events`]).
 pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> CompletionPlan<'a> {
+    let mut plan = plan_rows(cipher, done);
+    plan.events = item_events(done);
+    plan
+}
+
+/// The rows a completion writes and its counter deltas, without events.
+pub fn plan_rows<'a>(cipher: &Cipher, done: &'a [Completion]) -> CompletionPlan<'a> {
     let mut plan = CompletionPlan::default();
     for c in done {
         let it = &c.item;
@@ -187,7 +195,6 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
         };
         delta.processing_done += 1;
         let operation = it.operation.as_str();
-        let reference = it.fields.get("reference").unwrap_or(&Value::Null);
         match &c.result {
             Ok(outcome) => {
                 delta.completed += 1;
@@ -240,14 +247,12 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
                     });
                 }
-                let from = outcome.from_status.map(|s| s.as_str());
-                let to = outcome.sim.status.as_str();
                 plan.history.push(HistoryWrite {
                     tenant_id: &it.tenant_id,
                     iccid: &it.iccid,
                     operation,
-                    from_status: from,
-                    to_status: to,
+                    from_status: outcome.from_status.map(|s| s.as_str()),
+                    to_status: outcome.sim.status.as_str(),
                     batch_id: &it.batch_id,
                     item_id: it.id,
                 });
@@ -258,6 +263,43 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                     error_reason: None,
                     result: Some(outcome.result.to_string()),
                 });
+            }
+            Err(failure) => {
+                delta.failed += 1;
+                plan.items.push(ItemWrite {
+                    id: it.id,
+                    status: ItemStatus::Failed.as_str(),
+                    error_code: Some(&failure.code),
+                    error_reason: Some(&failure.reason),
+                    result: None,
+                });
+                if it.mode == BatchMode::SequentialPerIccid {
+                    plan.followers.push(FollowerCancel {
+                        batch_id: it.batch_id.clone(),
+                        tenant_id: it.tenant_id.clone(),
+                        iccid: it.iccid.clone(),
+                        after_id: it.id,
+                        seq: it.seq,
+                    });
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// The events of completed and failed orders, in item order: for each
+/// item, an IMEI change, a subscription change, the order's own event and a
+/// status change, where they apply. Events own their text, so a chunk's can
+/// be made (and packed) apart from its rows.
+pub fn item_events(done: &[Completion]) -> Vec<EventWrite> {
+    let mut events = Vec::with_capacity(done.len() * 2);
+    for c in done {
+        let it = &c.item;
+        let operation = it.operation.as_str();
+        let reference = it.fields.get("reference").unwrap_or(&Value::Null);
+        match &c.result {
+            Ok(outcome) => {
                 let before_imei = it.sim.as_ref().and_then(|s| s.imei.as_deref());
                 if before_imei != outcome.sim.imei.as_deref() {
                     let change = ChangeEvent {
@@ -268,8 +310,7 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                         order_id: it.id,
                         to: outcome.sim.imei.as_deref(),
                     };
-                    plan.events
-                        .push(EventWrite::of(&it.tenant_id, "sim.imei_changed", &change));
+                    events.push(EventWrite::of(&it.tenant_id, "sim.imei_changed", &change));
                 }
                 let before_state = it.sim.as_ref().and_then(|s| s.subscription_state);
                 if before_state != outcome.sim.subscription_state {
@@ -283,7 +324,7 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                         order_id: it.id,
                         to: outcome.sim.subscription_state.map(|s| s.as_str()),
                     };
-                    plan.events.push(EventWrite::of(
+                    events.push(EventWrite::of(
                         &it.tenant_id,
                         "subscription.state_changed",
                         &change,
@@ -302,30 +343,20 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                     seq: it.seq,
                     status: "COMPLETED",
                 };
-                plan.events
-                    .push(EventWrite::of(&it.tenant_id, "order.completed", &order));
+                events.push(EventWrite::of(&it.tenant_id, "order.completed", &order));
                 if outcome.status_changed() {
                     let change = ChangeEvent {
                         batch_id: &it.batch_id,
-                        from,
+                        from: outcome.from_status.map(|s| s.as_str()),
                         iccid: &it.iccid,
                         operation,
                         order_id: it.id,
-                        to: Some(to),
+                        to: Some(outcome.sim.status.as_str()),
                     };
-                    plan.events
-                        .push(EventWrite::of(&it.tenant_id, "sim.status_changed", &change));
+                    events.push(EventWrite::of(&it.tenant_id, "sim.status_changed", &change));
                 }
             }
             Err(failure) => {
-                delta.failed += 1;
-                plan.items.push(ItemWrite {
-                    id: it.id,
-                    status: ItemStatus::Failed.as_str(),
-                    error_code: Some(&failure.code),
-                    error_reason: Some(&failure.reason),
-                    result: None,
-                });
                 let order = OrderEvent {
                     batch_id: &it.batch_id,
                     error_code: Some(&failure.code),
@@ -339,21 +370,11 @@ pub fn plan_completion<'a>(cipher: &Cipher, done: &'a [Completion]) -> Completio
                     seq: it.seq,
                     status: "FAILED",
                 };
-                plan.events
-                    .push(EventWrite::of(&it.tenant_id, "order.failed", &order));
-                if it.mode == BatchMode::SequentialPerIccid {
-                    plan.followers.push(FollowerCancel {
-                        batch_id: it.batch_id.clone(),
-                        tenant_id: it.tenant_id.clone(),
-                        iccid: it.iccid.clone(),
-                        after_id: it.id,
-                        seq: it.seq,
-                    });
-                }
+                events.push(EventWrite::of(&it.tenant_id, "order.failed", &order));
             }
         }
     }
-    plan
+    events
 }
 
 /// The event for a batch that just became terminal.

@@ -208,9 +208,9 @@ impl Store for PgStore {
         &self,
         limit: usize,
         lease: Duration,
-        execute: &crate::Executor,
+        execute: &std::sync::Arc<crate::Executor>,
     ) -> Result<Option<CompleteSummary>> {
-        self.run_chunk_impl(limit, lease, execute).await
+        self.run_chunk_impl(limit, lease, execute.as_ref()).await
     }
     async fn sweep_retention(&self, before_ms: i64, limit: i64) -> Result<u64> {
         self.sweep_retention_impl(before_ms, limit).await

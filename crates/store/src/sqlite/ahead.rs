@@ -1,33 +1,43 @@
 //! Chunks picked ahead: the SQLite engine's two-stage pipeline.
 //!
-//! SQLite has one writer, and a chunk used to run strictly in turn: pick
-//! (writer), decode and execute (tokio), write and commit (writer). Now the
-//! transaction that writes chunk k first picks chunk k+1, and chunk k+1 is
-//! decoded on the blocking pool while the writer writes and commits chunk k.
-//! (Picking on a read connection beside the writer was tried as well: on two
-//! cores the reader, the writer and the checkpointer then compete for CPU,
-//! and it came out 5-15% slower.)
+//! SQLite has one writer, and it is the engine's bottleneck. So while the
+//! writer writes and commits chunk k, a read connection picks chunk k+1, and
+//! the chunk is decoded and executed on the other core; the next transaction
+//! only plans and writes it. (The writer itself used to pick the next chunk,
+//! at the start of chunk k's transaction: that took a quarter of its time,
+//! and executing the chunk had to wait until the next transaction took it.)
 //!
-//! The pick leaves out chunk k's items by id. Chunk k's items are still
-//! APPROVED while k+1 is picked, so they hold back the later items of their
-//! SIMs as usual: chunk k+1 never holds an item whose SIM chunk k changes,
-//! and the SIM it read for each item is the SIM the item will run against.
+//! The read starts once chunk k's transaction holds the write lock, so it
+//! sees the database as that transaction found it, or later. It leaves out
+//! chunk k's items by id. Chunk k's items are still APPROVED in that view,
+//! so they hold back the later items of their SIMs as usual: chunk k+1 never
+//! holds an item whose SIM chunk k changes, and the SIM it read for each
+//! item is the SIM the item will run against.
 //!
-//! A chunk picked ahead is only read, never marked, so it costs nothing to
-//! drop, and a crash loses nothing. The next transaction checks it before it
-//! runs: when nothing was written since chunk k committed (the [`Stamp`] is
-//! the same), it runs as picked. Otherwise (an upload, a cancel, another
-//! process) only its items that are still APPROVED in a PROCESSING batch
-//! run. That check is enough because, besides the engine's own chunks, no
-//! write changes a SIM or whether a profile exists, and an APPROVED item can
-//! never fall behind a newer one of its SIM (ids grow).
+//! A chunk picked ahead is only read, never marked, and executing an order
+//! only computes its effect, so it costs nothing to drop, and a crash loses
+//! nothing. The next transaction checks it before it writes it: when nothing
+//! was written since chunk k committed (the [`Stamp`] is the same), it runs
+//! as picked. Otherwise (an upload, a cancel, another process) only its
+//! items that are still APPROVED in a PROCESSING batch run. That check is
+//! enough because, besides the engine's own chunks, no write changes a SIM
+//! or whether a profile exists, and an APPROVED item can never fall behind a
+//! newer one of its SIM (ids grow).
+//!
+//! Chunks whose orders read profile templates are picked ahead but executed
+//! only once taken, so an item sees every template registered before its
+//! transaction began.
 
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 use tokio::task::JoinHandle;
 
-use super::pick;
+use super::outbox::{self, PackedBlock};
+use super::{engine::PICK_FRESH, pick};
 use crate::crypto::Cipher;
-use crate::{ClaimedItem, Result};
+use crate::{plan, ClaimedItem, Completion, Executor, Result, StoreError};
 
 /// What the writer connection has seen: the rows it changed in all
 /// (`total_changes()`), and the commits of other connections
@@ -68,16 +78,85 @@ pub(super) async fn stamp(
     ))
 }
 
-/// A chunk picked ahead, being decoded; it becomes [`Ahead`] once the
-/// transaction that picked it has written its own chunk.
-pub(super) struct Decoding(JoinHandle<Result<Vec<ClaimedItem>>>);
+/// A chunk picked ahead, as the next transaction takes it.
+#[derive(Debug)]
+pub(super) enum Chunk {
+    /// Executed already: the outcome of each item, and their events packed
+    /// into outbox blocks (None once items were left out of the chunk).
+    Executed(Vec<Completion>, Option<Vec<PackedBlock>>),
+    /// Not executed yet: its orders read templates.
+    Picked(Vec<ClaimedItem>),
+}
 
-impl Decoding {
-    /// Decode `text` (an aggregated pick, see [`pick::aggregated`]) on the
-    /// blocking pool.
-    pub fn decode(text: String, cipher: Cipher) -> Self {
-        Self(tokio::task::spawn_blocking(move || {
-            pick::items(&text, &cipher)
+impl Chunk {
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        match self {
+            Chunk::Executed(done, blocks) => {
+                let before = done.len();
+                done.retain(|c| keep(c.item.id));
+                if done.len() != before {
+                    *blocks = None;
+                }
+            }
+            Chunk::Picked(items) => items.retain(|i| keep(i.id)),
+        }
+    }
+
+    /// The ids of its items, in order.
+    pub fn ids(&self) -> Vec<i64> {
+        match self {
+            Chunk::Executed(done, _) => done.iter().map(|c| c.item.id).collect(),
+            Chunk::Picked(items) => items.iter().map(|i| i.id).collect(),
+        }
+    }
+
+    /// Whether the chunk holds no item.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Chunk::Executed(done, _) => done.is_empty(),
+            Chunk::Picked(items) => items.is_empty(),
+        }
+    }
+}
+
+/// A chunk being picked ahead on a read connection, decoded and executed;
+/// it becomes [`Ahead`] once the transaction that started it commits.
+pub(super) struct Reading(JoinHandle<Result<Option<Chunk>>>);
+
+impl Reading {
+    /// Start picking up to `limit` fresh items, leaving out the ids in the
+    /// JSON array `exclude` (the chunk being written). Call it inside the
+    /// write transaction, so the read sees what that transaction found.
+    pub fn start(
+        read: SqlitePool,
+        limit: usize,
+        exclude: String,
+        cipher: Cipher,
+        execute: Arc<Executor>,
+    ) -> Self {
+        Self(tokio::spawn(async move {
+            let text: String = sqlx::query_scalar(PICK_FRESH.as_str())
+                .bind(limit as i64)
+                .bind(exclude)
+                .fetch_one(&read)
+                .await?;
+            if text == "[]" {
+                return Ok(None);
+            }
+            let items = tokio::task::spawn_blocking(move || pick::items(&text, &cipher))
+                .await
+                .map_err(|e| StoreError::State(format!("decoding a chunk failed: {e}")))??;
+            if items.iter().any(|i| i.operation.reads_templates()) {
+                return Ok(Some(Chunk::Picked(items)));
+            }
+            let done = execute(items).await;
+            let (done, blocks) = tokio::task::spawn_blocking(move || {
+                let blocks = outbox::pack(&plan::item_events(&done));
+                (done, blocks)
+            })
+            .await
+            .map_err(|e| StoreError::State(format!("packing a chunk's events failed: {e}")))?;
+            Ok(Some(Chunk::Executed(done, Some(blocks))))
         }))
     }
 
@@ -85,7 +164,7 @@ impl Decoding {
     pub fn stamped(self, stamp: Stamp) -> Ahead {
         Ahead {
             stamp,
-            items: self.0,
+            chunk: self.0,
         }
     }
 }
@@ -93,49 +172,49 @@ impl Decoding {
 /// A chunk picked ahead by a committed transaction.
 pub(super) struct Ahead {
     stamp: Stamp,
-    items: JoinHandle<Result<Vec<ClaimedItem>>>,
+    chunk: JoinHandle<Result<Option<Chunk>>>,
 }
 
 impl Ahead {
     /// The items of the chunk that can still run as picked, checked inside
-    /// the write transaction `tx`; empty when a lease expired meanwhile
-    /// (the usual pick takes those items first).
+    /// the write transaction `tx`; None when a lease expired meanwhile (the
+    /// usual pick takes those items first) or when picking ahead failed (the
+    /// usual pick reads the same items again, and reports what is wrong if
+    /// it still is).
     pub async fn take(
         self,
         tx: &mut Transaction<'static, Sqlite>,
         now: i64,
-    ) -> Result<Vec<ClaimedItem>> {
+    ) -> Result<Option<Chunk>> {
         let (stamp, expired) = stamp(tx, now).await?;
         if expired {
-            self.items.abort();
-            return Ok(Vec::new());
+            self.chunk.abort();
+            return Ok(None);
         }
-        let mut items = match self.items.await {
-            Ok(Ok(items)) => items,
-            // The usual pick reads the same items again, and reports what
-            // is wrong if it still is.
+        let mut chunk = match self.chunk.await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => return Ok(None),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "picking a chunk ahead failed");
-                return Ok(Vec::new());
+                return Ok(None);
             }
             Err(e) => {
                 tracing::error!(error = %e, "picking a chunk ahead failed");
-                return Ok(Vec::new());
+                return Ok(None);
             }
         };
-        if stamp == self.stamp || items.is_empty() {
-            return Ok(items);
+        if stamp == self.stamp || chunk.is_empty() {
+            return Ok(Some(chunk));
         }
-        let ids = serde_json::to_string(&items.iter().map(|i| i.id).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let ids = serde_json::to_string(&chunk.ids()).unwrap_or_default();
         let still: std::collections::HashSet<i64> = sqlx::query_scalar(STILL_RUNNABLE)
             .bind(ids)
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
             .collect();
-        items.retain(|i| still.contains(&i.id));
-        Ok(items)
+        chunk.retain(|id| still.contains(&id));
+        Ok(Some(chunk))
     }
 }
 

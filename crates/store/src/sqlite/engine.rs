@@ -28,9 +28,10 @@ WHERE id IN (
     ORDER BY i.id LIMIT ?4)
 RETURNING id, batch_id, tenant_id, seq, iccid, operation, params, secret_enc";
 
-/// Runnable fresh items, read inside the single write transaction of
-/// `run_chunk`, leaving out the ids in the JSON array `?2` (the chunk that
-/// transaction writes, when it picks the next one ahead).
+/// Runnable fresh items, leaving out the ids in the JSON array `?2`: read
+/// inside the write transaction of `run_chunk` (with `?2` empty), or on a
+/// read connection beside it, leaving out the chunk it writes (see
+/// [`super::ahead`]).
 pub(super) static PICK_FRESH: LazyLock<String> = LazyLock::new(|| {
     pick::aggregated(
         "SELECT i.id FROM batch_items i JOIN batches b ON b.id = i.batch_id
@@ -259,13 +260,12 @@ impl SqliteStore {
     /// SQLite has one writer, so no lease is needed: a crash rolls the whole
     /// chunk back and its items stay APPROVED.
     ///
-    /// The same transaction picks the next chunk before it writes this one,
-    /// and that chunk is decoded while this one is written and committed
-    /// (see [`super::ahead`]).
+    /// While this chunk is written and committed, the next one is picked on
+    /// a read connection, decoded and executed (see [`super::ahead`]).
     pub(super) async fn run_chunk_impl(
         &self,
         limit: usize,
-        execute: &crate::Executor,
+        execute: &std::sync::Arc<crate::Executor>,
     ) -> Result<Option<CompleteSummary>> {
         let mut ahead = self.ahead.lock().await;
         let picked_ahead = ahead.take();
@@ -275,56 +275,69 @@ impl SqliteStore {
             return Ok(None);
         }
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut items = match picked_ahead {
+        let taken = match picked_ahead {
             Some(a) => a.take(&mut tx, now).await?,
-            None => Vec::new(),
+            None => None,
         };
         let mut fresh_from = 0;
-        if items.is_empty() {
-            (items, fresh_from) = self.pick_now(&mut tx, limit, now).await?;
-        }
-        if items.is_empty() {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let fresh_ids: HashSet<i64> = items[fresh_from..].iter().map(|i| i.id).collect();
-        let ids = serde_json::to_string(&items.iter().map(|i| i.id).collect::<Vec<_>>())
-            .unwrap_or_default();
-        phases.mark("pick");
-        // Execute and plan this chunk while the writer picks the next one.
-        let running = tokio::spawn(execute(items));
-        let mut completions = Vec::new();
-        let done_slot = &mut completions;
-        let cipher = &self.cipher;
-        let planning = async move {
-            *done_slot = running.await.unwrap_or_else(|e| {
-                // Nothing is applied for this chunk; its items run again.
-                tracing::error!(error = %e, "executing a chunk failed");
-                Vec::new()
-            });
-            let done: &Vec<Completion> = done_slot;
-            (done, Planned::new(cipher, done))
+        let chunk = match taken {
+            Some(chunk) if !chunk.is_empty() => chunk,
+            _ => {
+                let items;
+                (items, fresh_from) = self.pick_now(&mut tx, limit, now).await?;
+                if items.is_empty() {
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+                ahead::Chunk::Picked(items)
+            }
         };
-        let picking = sqlx::query_scalar(PICK_FRESH.as_str())
-            .bind(limit as i64)
-            .bind(ids)
-            .fetch_one(&mut *tx);
-        let (next, (done, plan)): (std::result::Result<String, _>, _) =
-            tokio::join!(picking, planning);
-        let next = next?;
-        let next = (next != "[]").then(|| ahead::Decoding::decode(next, self.cipher.clone()));
-        phases.mark("ahead");
+        let ids = chunk.ids();
+        let fresh_ids: HashSet<i64> = ids[fresh_from..].iter().copied().collect();
+        phases.mark("pick");
+        // The next chunk is read, decoded and executed beside this one.
+        let next = ahead::Reading::start(
+            self.read.clone(),
+            limit,
+            serde_json::to_string(&ids).unwrap_or_default(),
+            self.cipher.clone(),
+            execute.clone(),
+        );
+        let (completions, blocks) = match chunk {
+            ahead::Chunk::Executed(done, blocks) => (done, blocks),
+            ahead::Chunk::Picked(items) => (
+                tokio::spawn(execute(items)).await.unwrap_or_else(|e| {
+                    // Nothing is applied for this chunk; its items run again.
+                    tracing::error!(error = %e, "executing a chunk failed");
+                    Vec::new()
+                }),
+                None,
+            ),
+        };
+        phases.mark("execute");
         let mut summary = CompleteSummary {
-            applied: done.len(),
+            applied: completions.len(),
             ..Default::default()
         };
-        self.apply_isolating(&mut tx, done, Some(plan), &fresh_ids, now, &mut summary)
-            .await?;
+        let plan = match blocks {
+            Some(blocks) => Planned::packed(&self.cipher, &completions, blocks),
+            None => Planned::new(&self.cipher, &completions),
+        };
+        phases.mark("plan");
+        self.apply_isolating(
+            &mut tx,
+            &completions,
+            Some(plan),
+            &fresh_ids,
+            now,
+            &mut summary,
+        )
+        .await?;
         phases.mark("apply");
         let (stamp, _) = ahead::stamp(&mut tx, now).await?;
         tx.commit().await?;
         self.wake_checkpointer();
-        *ahead = next.map(|n| n.stamped(stamp));
+        *ahead = Some(next.stamped(stamp));
         phases.mark("commit");
         // Freeing a chunk's orders and results takes about a millisecond.
         tokio::task::spawn_blocking(move || drop(completions));
@@ -504,9 +517,12 @@ impl SqliteStore {
         phases.mark("finished");
         // The item events were packed while the rows above were written;
         // the batch events of this chunk follow them.
-        let mut blocks = packing
-            .await
-            .map_err(|e| StoreError::State(format!("packing outbox events failed: {e}")))?;
+        let mut blocks = match packing {
+            Packing::Packed(blocks) => blocks,
+            Packing::Running(task) => task
+                .await
+                .map_err(|e| StoreError::State(format!("packing outbox events failed: {e}")))?,
+        };
         blocks.extend(outbox::pack(&plan.events));
         outbox::write_blocks(tx, &blocks, now).await?;
         phases.mark("outbox");
@@ -520,7 +536,13 @@ impl SqliteStore {
 /// the single writer's path.
 struct Planned<'r> {
     plan: CompletionPlan<'r>,
-    packing: tokio::task::JoinHandle<Vec<outbox::PackedBlock>>,
+    packing: Packing,
+}
+
+/// A chunk's item events as outbox blocks: packed already, or being packed.
+enum Packing {
+    Packed(Vec<outbox::PackedBlock>),
+    Running(tokio::task::JoinHandle<Vec<outbox::PackedBlock>>),
 }
 
 impl<'r> Planned<'r> {
@@ -528,7 +550,22 @@ impl<'r> Planned<'r> {
         let mut plan = plan_completion(cipher, kept);
         let events = std::mem::take(&mut plan.events);
         let packing = tokio::task::spawn_blocking(move || outbox::pack(&events));
-        Self { plan, packing }
+        Self {
+            plan,
+            packing: Packing::Running(packing),
+        }
+    }
+
+    /// The plan of `kept`, whose item events were packed into `blocks` already.
+    fn packed(
+        cipher: &crate::crypto::Cipher,
+        kept: &'r [Completion],
+        blocks: Vec<outbox::PackedBlock>,
+    ) -> Self {
+        Self {
+            plan: plan::plan_rows(cipher, kept),
+            packing: Packing::Packed(blocks),
+        }
     }
 }
 

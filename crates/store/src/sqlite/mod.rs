@@ -307,7 +307,7 @@ impl Store for SqliteStore {
         &self,
         limit: usize,
         _lease: Duration,
-        execute: &Executor,
+        execute: &std::sync::Arc<Executor>,
     ) -> Result<Option<CompleteSummary>> {
         self.run_chunk_impl(limit, execute).await
     }
