@@ -246,13 +246,32 @@ async fn per_sim_order_and_sequential_stop() {
     workers.shutdown().await;
 }
 
-/// The worker's executor reads the templates when it runs a claimed chunk, not
-/// before claiming: a template registered between the two is seen.
-#[tokio::test]
-async fn templates_are_read_after_the_claim() {
+/// A `generate_activation_code` order for SIM `n` from `template`.
+fn order_from(n: usize, template: &str) -> (Operation, serde_json::Value) {
+    (
+        Operation::GenerateActivationCode,
+        json!({"iccid": iccid(n), "template": template, "imsi": format!("00101000000000{n}"),
+               "ki": "000102030405060708090A0B0C0D0E0F", "opc": "0F0E0D0C0B0A09080706050403020100"}),
+    )
+}
+
+/// A shared profile template file.
+fn template_der() -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/profile-templates/TS48v5_SAIP2.3_NoBERTLV.der"),
+    )
+    .unwrap()
+}
+
+/// A batch of `generate_activation_code` orders on a new SQLite store, and
+/// the worker's executor for it with the slot where it reports a failure.
+async fn template_orders(
+    dir: &tempfile::TempDir,
+    orders: Vec<(Operation, serde_json::Value)>,
+) -> (Arc<dyn Store>, String, BatchRecord, Arc<Executor>, Failure) {
     use simbatch_engine::personalise::TemplateCache;
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
+    let store = sqlite_store(dir).await;
     store.create_key("t").await.unwrap();
     let t = store.tenant_by_name("t").await.unwrap().unwrap().id;
     let batch = submit(
@@ -260,49 +279,57 @@ async fn templates_are_read_after_the_claim() {
         &t,
         Some(Operation::GenerateActivationCode),
         BatchMode::Parallel,
-        vec![(
-            Operation::GenerateActivationCode,
-            json!({"iccid": iccid(7), "template": "late", "imsi": "001010000000007",
-                   "ki": "000102030405060708090A0B0C0D0E0F", "opc": "0F0E0D0C0B0A09080706050403020100"}),
-        )],
+        orders,
     )
     .await;
-    let failure = Arc::new(std::sync::Mutex::new(None));
-    let execute = worker::executor(
+    let failure: Failure = Arc::new(std::sync::Mutex::new(None));
+    let execute: Arc<Executor> = Arc::new(worker::executor(
         store.clone(),
         Arc::new(TemplateCache::default()),
         Arc::from("smdp.example.com"),
         failure.clone(),
-    );
-    // Registered after the round began (the executor exists) but before the claim.
-    let der = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/profile-templates/TS48v5_SAIP2.3_NoBERTLV.der"),
-    )
-    .unwrap();
-    store.add_template("late", &der).await.unwrap();
-    let summary = store
-        .run_chunk(
-            10,
-            Duration::from_secs(30),
-            &(Arc::new(execute) as Arc<Executor>),
-        )
+    ));
+    (store, t, batch, execute, failure)
+}
+
+/// Where the worker's executor leaves a failure to read templates.
+type Failure = Arc<std::sync::Mutex<Option<simbatch_store::StoreError>>>;
+
+/// One `run_chunk(limit)` with `execute` that finds an item to run.
+async fn one_chunk(
+    store: &Arc<dyn Store>,
+    limit: usize,
+    execute: &Arc<Executor>,
+) -> simbatch_store::CompleteSummary {
+    store
+        .run_chunk(limit, Duration::from_secs(30), execute)
         .await
         .unwrap()
-        .expect("the item was runnable");
+        .expect("an item was runnable")
+}
+
+/// The error code of each item of a batch, in order.
+async fn error_codes(store: &Arc<dyn Store>, t: &str, batch: &str) -> Vec<Option<String>> {
+    let filter = ItemFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let items = store.list_items(t, batch, &filter).await.unwrap();
+    items.into_iter().map(|i| i.error_code).collect()
+}
+
+/// The worker's executor reads the templates when it runs a claimed chunk, not
+/// before claiming: a template registered between the two is seen.
+#[tokio::test]
+async fn templates_are_read_after_the_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, t, batch, execute, failure) =
+        template_orders(&dir, vec![order_from(7, "late")]).await;
+    // Registered after the round began (the executor exists) but before the claim.
+    store.add_template("late", &template_der()).await.unwrap();
+    let summary = one_chunk(&store, 10, &execute).await;
     assert!(failure.lock().unwrap().is_none());
-    let items = store
-        .list_items(
-            &t,
-            &batch.id,
-            &ItemFilter {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(items[0].error_code, None, "{:?}", items[0].error_reason);
+    assert_eq!(error_codes(&store, &t, &batch.id).await, [None]);
     assert_eq!((summary.completed, summary.failed), (1, 0));
     assert!(store
         .download_package(&t, &iccid(7))
@@ -316,65 +343,17 @@ async fn templates_are_read_after_the_claim() {
 /// between two chunks is seen by the second.
 #[tokio::test]
 async fn templates_registered_between_chunks_are_seen() {
-    use simbatch_engine::personalise::TemplateCache;
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir).await;
-    store.create_key("t").await.unwrap();
-    let t = store.tenant_by_name("t").await.unwrap().unwrap().id;
-    let der = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/profile-templates/TS48v5_SAIP2.3_NoBERTLV.der"),
-    )
-    .unwrap();
-    store.add_template("early", &der).await.unwrap();
-    let order = |n: usize, template: &str| {
-        (
-            Operation::GenerateActivationCode,
-            json!({"iccid": iccid(n), "template": template, "imsi": format!("00101000000000{n}"),
-                   "ki": "000102030405060708090A0B0C0D0E0F", "opc": "0F0E0D0C0B0A09080706050403020100"}),
-        )
-    };
-    let batch = submit(
-        store.as_ref(),
-        &t,
-        Some(Operation::GenerateActivationCode),
-        BatchMode::Parallel,
-        vec![order(7, "early"), order(8, "late")],
-    )
-    .await;
-    let failure = Arc::new(std::sync::Mutex::new(None));
-    let execute: Arc<Executor> = Arc::new(worker::executor(
-        store.clone(),
-        Arc::new(TemplateCache::default()),
-        Arc::from("smdp.example.com"),
-        failure.clone(),
-    ));
-    let first = store
-        .run_chunk(1, Duration::from_secs(30), &execute)
-        .await
-        .unwrap()
-        .expect("the first item was runnable");
+    let orders = vec![order_from(7, "early"), order_from(8, "late")];
+    let (store, t, batch, execute, failure) = template_orders(&dir, orders).await;
+    store.add_template("early", &template_der()).await.unwrap();
+    let first = one_chunk(&store, 1, &execute).await;
     assert_eq!((first.completed, first.failed), (1, 0));
     // Registered after the first chunk picked the second one ahead.
-    store.add_template("late", &der).await.unwrap();
-    let second = store
-        .run_chunk(1, Duration::from_secs(30), &execute)
-        .await
-        .unwrap()
-        .expect("the second item was runnable");
+    store.add_template("late", &template_der()).await.unwrap();
+    let second = one_chunk(&store, 1, &execute).await;
     assert!(failure.lock().unwrap().is_none());
-    let items = store
-        .list_items(
-            &t,
-            &batch.id,
-            &ItemFilter {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(items[1].error_code, None, "{:?}", items[1].error_reason);
+    assert_eq!(error_codes(&store, &t, &batch.id).await, [None, None]);
     assert_eq!((second.completed, second.failed), (1, 0));
 }
 

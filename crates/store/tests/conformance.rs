@@ -3394,19 +3394,21 @@ async fn event_feed_pages_through_large_writes(store: Arc<dyn Store>) {
 // written (`sqlite::ahead`); these checks change the database between two
 // `run_chunk` calls and hold on both backends.
 
+/// A parallel batch registering the SIMs numbered `ns`.
+async fn register(
+    store: &Arc<dyn Store>,
+    t: &str,
+    ns: std::ops::RangeInclusive<u32>,
+) -> BatchRecord {
+    let rows: Vec<Value> = ns.map(reg).collect();
+    submit(store, t, Operation::RegisterSim, BatchMode::Parallel, &rows).await
+}
+
 /// A tenant and a batch registering four SIMs, of which one `run_chunk`
 /// ran the first two (on SQLite, the other two are now picked ahead).
 async fn half_run(store: &Arc<dyn Store>) -> (String, BatchRecord) {
     let t = tenant(store, "acme").await;
-    let rows: Vec<Value> = (1..=4).map(reg).collect();
-    let b = submit(
-        store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
+    let b = register(store, &t, 1..=4).await;
     assert_eq!(one_chunk(store, 2).await.applied, 2);
     (t, b)
 }
@@ -3459,21 +3461,8 @@ async fn run_chunk_after_cancel_between_chunks(store: Arc<dyn Store>) {
 /// outbox gets the events of exactly the items that ran.
 async fn run_chunk_after_one_of_two_batches_is_canceled(store: Arc<dyn Store>) {
     let t = tenant(&store, "acme").await;
-    let reg_batch = |rows: Vec<Value>| {
-        let (store, t) = (store.clone(), t.clone());
-        async move {
-            submit(
-                &store,
-                &t,
-                Operation::RegisterSim,
-                BatchMode::Parallel,
-                &rows,
-            )
-            .await
-        }
-    };
-    let a = reg_batch((1..=3).map(reg).collect()).await;
-    let b = reg_batch((4..=5).map(reg).collect()).await;
+    let a = register(&store, &t, 1..=3).await;
+    let b = register(&store, &t, 4..=5).await;
     // Items 1 and 2 run; on SQLite, 3 (batch a) and 4 (batch b) are next.
     assert_eq!(one_chunk(&store, 2).await.applied, 2);
     store.cancel_batch(&t, &a.id).await.unwrap().unwrap();
@@ -3500,15 +3489,7 @@ async fn run_chunk_after_one_of_two_batches_is_canceled(store: Arc<dyn Store>) {
 /// lose the items that were next; every item runs once.
 async fn run_chunk_after_writes_between_chunks(store: Arc<dyn Store>) {
     let (t, a) = half_run(&store).await;
-    let rows: Vec<Value> = (5..=6).map(reg).collect();
-    let b = submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
+    let b = register(&store, &t, 5..=6).await;
     let second = one_chunk(&store, 2).await;
     assert_eq!(second.applied, 2);
     assert_eq!(
@@ -3529,15 +3510,7 @@ async fn run_chunk_after_writes_between_chunks(store: Arc<dyn Store>) {
 /// the SIM its predecessor left (a wrong order fails with `illegal_status`).
 async fn run_chunk_keeps_sim_order_across_chunks(store: Arc<dyn Store>) {
     let t = tenant(&store, "acme").await;
-    let rows: Vec<Value> = (1..=3).map(reg).collect();
-    submit(
-        &store,
-        &t,
-        Operation::RegisterSim,
-        BatchMode::Parallel,
-        &rows,
-    )
-    .await;
+    register(&store, &t, 1..=3).await;
     assert_eq!(run_chunks(&store, 10).await, vec![3]);
     let b = store
         .create_batch(&new_batch(&t, None, BatchMode::Parallel))
