@@ -9,11 +9,12 @@ use super::{conflict, rows, SqliteStore};
 use crate::plan;
 use crate::*;
 
-const INSERT_ITEMS: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation,
+/// Rejected items, every column bound per row (they are few).
+const INSERT_REJECTED: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation,
     status, params, secret_enc, error_field, error_code, error_reason, updated_at)";
 
-/// The item columns, in the order `append_items` binds them.
-const ITEM_COLS: [&str; 12] = [
+/// The rejected item columns, in the order `append_items` binds them.
+const REJECTED_COLS: [&str; 12] = [
     "batch_id",
     "tenant_id",
     "seq",
@@ -27,6 +28,19 @@ const ITEM_COLS: [&str; 12] = [
     "error_reason",
     "updated_at",
 ];
+
+/// Approved items from the rows CTE `v`: what all of them share (batch,
+/// tenant, status, time) is written once per statement, not bound per row.
+/// The time and the batch's rowid are bound after the rows. SQLite scans a
+/// `VALUES` list in order, so ids follow the items' order, which per-SIM
+/// ordering relies on (`run_chunk_keeps_sim_order_across_chunks` checks it).
+const INSERT_APPROVED: &str = "INSERT INTO batch_items (batch_id, tenant_id, seq, iccid, operation,
+    status, params, secret_enc, updated_at)
+SELECT b.id, b.tenant_id, v.seq, v.iccid, v.operation, 'APPROVED', v.params, v.secret_enc, ?
+FROM v, batches b WHERE b.rowid = ?";
+
+/// The approved item columns of `v`, in the order `append_items` binds them.
+const APPROVED_COLS: [&str; 5] = ["seq", "iccid", "operation", "params", "secret_enc"];
 
 impl SqliteStore {
     pub(super) async fn create_batch_impl(&self, new: &NewBatch) -> Result<BatchRecord> {
@@ -75,20 +89,23 @@ impl SqliteStore {
                 (params, secret)
             })
             .collect();
-        let rows: Vec<(&NewItem, &(String, Option<String>))> = items.iter().zip(&texts).collect();
+        let (approved_rows, rejected_rows): (Vec<_>, Vec<_>) = items
+            .iter()
+            .zip(&texts)
+            .partition(|(it, _)| it.rejection.is_none());
         let rejected = items.len() as i64 - approved;
         phases.mark("prep");
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         phases.mark("lock");
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM batches WHERE tenant_id = ?1 AND id = ?2")
+        let batch: Option<(i64, String)> =
+            sqlx::query_as("SELECT rowid, status FROM batches WHERE tenant_id = ?1 AND id = ?2")
                 .bind(tenant_id)
                 .bind(batch_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        match status.as_deref() {
-            Some("INITIALISING") => {}
-            Some(s) => {
+        let rowid = match batch {
+            Some((rowid, s)) if s == "INITIALISING" => rowid,
+            Some((_, s)) => {
                 return Err(StoreError::State(format!(
                     "batch is {s}; items can only be added while INITIALISING"
                 )))
@@ -98,34 +115,41 @@ impl SqliteStore {
                     "batch {batch_id} does not exist"
                 )))
             }
-        }
+        };
+        values::write(
+            &mut tx,
+            Shape::Cte,
+            ("", &APPROVED_COLS, INSERT_APPROVED),
+            &approved_rows,
+            &[now, rowid],
+            |b, (it, (params, secret))| {
+                b.push_bind(it.seq)
+                    .push_bind(it.iccid.as_str())
+                    .push_bind(it.operation.map(|o| o.as_str()))
+                    .push_bind(params.as_str())
+                    .push_bind(secret.as_deref());
+            },
+        )
+        .await?;
         values::write(
             &mut tx,
             Shape::Insert,
-            (INSERT_ITEMS, &ITEM_COLS, ""),
-            &rows,
+            (INSERT_REJECTED, &REJECTED_COLS, ""),
+            &rejected_rows,
             &[],
             |b, (it, (params, secret))| {
-                let (status, field, code, reason) = match &it.rejection {
-                    Some(r) => (
-                        ItemStatus::Rejected,
-                        r.field.as_deref(),
-                        Some(r.code.as_str()),
-                        Some(r.reason.as_str()),
-                    ),
-                    None => (ItemStatus::Approved, None, None, None),
-                };
+                let r = it.rejection.as_ref();
                 b.push_bind(batch_id)
                     .push_bind(tenant_id)
                     .push_bind(it.seq)
                     .push_bind(it.iccid.as_str())
                     .push_bind(it.operation.map(|o| o.as_str()))
-                    .push_bind(status.as_str())
+                    .push_bind(ItemStatus::Rejected.as_str())
                     .push_bind(params.as_str())
                     .push_bind(secret.as_deref())
-                    .push_bind(field)
-                    .push_bind(code)
-                    .push_bind(reason)
+                    .push_bind(r.and_then(|r| r.field.as_deref()))
+                    .push_bind(r.map(|r| r.code.as_str()))
+                    .push_bind(r.map(|r| r.reason.as_str()))
                     .push_bind(now);
             },
         )
