@@ -687,23 +687,39 @@ async fn write_sims(
     .await
 }
 
+/// The ids of `rows` as JSON arrays, grouped by `key`, in row order within a
+/// group. The keys here are lifecycle statuses, so there are only a few
+/// groups, and each becomes one set-based statement with three binds.
+fn ids_by<'r, T, K: Ord>(
+    rows: &'r [T],
+    key: impl Fn(&'r T) -> K,
+    id: impl Fn(&T) -> i64,
+) -> BTreeMap<K, String> {
+    let mut groups: BTreeMap<K, Vec<i64>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(key(r)).or_default().push(id(r));
+    }
+    groups
+        .into_iter()
+        .map(|(k, ids)| (k, serde_json::Value::from(ids).to_string()))
+        .collect()
+}
+
+/// SIMs whose status alone changed, one statement per new status.
 async fn write_status(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[plan::StatusWrite<'_>],
     now: i64,
 ) -> Result<()> {
-    let cols = ["item_id", "status"];
-    values::write(
-        tx,
-        Shape::Cte,
-        ("", &cols, UPDATE_SIM_STATUS),
-        rows,
-        &[now],
-        |b, w| {
-            b.push_bind(w.item_id).push_bind(w.status);
-        },
-    )
-    .await
+    for (status, ids) in ids_by(rows, |w| w.status, |w| w.item_id) {
+        sqlx::query(UPDATE_SIM_STATUS)
+            .bind(status)
+            .bind(now)
+            .bind(ids)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn write_profiles(
@@ -744,31 +760,33 @@ async fn write_profiles(
     .await
 }
 
-/// History rows take the SIM, operation and batch from the item's own row,
-/// so each binds three values instead of eight.
+/// History rows take the SIM, operation and batch from the item's own row:
+/// one statement per pair of statuses.
 async fn write_history(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[plan::HistoryWrite<'_>],
     now: i64,
 ) -> Result<()> {
-    let cols = ["item_id", "from_status", "to_status"];
-    values::write(
-        tx,
-        Shape::Cte,
-        ("", &cols, INSERT_HISTORY),
-        rows,
-        &[now],
-        |b, h| {
-            b.push_bind(h.item_id)
-                .push_bind(h.from_status)
-                .push_bind(h.to_status);
-        },
-    )
-    .await
+    for ((from, to), ids) in ids_by(rows, |h| (h.from_status, h.to_status), |h| h.item_id) {
+        sqlx::query(INSERT_HISTORY)
+            .bind(now)
+            .bind(from)
+            .bind(to)
+            .bind(ids)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
-/// Completed items bind their id and result only; failed ones also bind
-/// their status, code and reason.
+/// Most distinct results for which completed items are written one
+/// statement per result (bulk lifecycle orders all return the same one);
+/// beyond it, each item binds its own.
+const SHARED_RESULTS: usize = 4;
+
+/// Completed items bind their id and result only (or, when few results are
+/// shared by all, just their ids per result); failed ones also bind their
+/// status, code and reason.
 async fn write_items(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[plan::ItemWrite<'_>],
@@ -780,17 +798,29 @@ async fn write_items(
                 && i.error_code.is_none()
                 && i.error_reason.is_none()
         });
-    values::write(
-        tx,
-        Shape::Cte,
-        ("", &["id", "result"], UPDATE_COMPLETED_ITEMS),
-        &completed,
-        &[now],
-        |b, i| {
-            b.push_bind(i.id).push_bind(i.result.as_deref());
-        },
-    )
-    .await?;
+    let by_result = ids_by(&completed, |i| i.result.as_deref(), |i| i.id);
+    if by_result.len() <= SHARED_RESULTS {
+        for (result, ids) in by_result {
+            sqlx::query(UPDATE_COMPLETED_SHARING)
+                .bind(result)
+                .bind(now)
+                .bind(ids)
+                .execute(&mut **tx)
+                .await?;
+        }
+    } else {
+        values::write(
+            tx,
+            Shape::Cte,
+            ("", &["id", "result"], UPDATE_COMPLETED_ITEMS),
+            &completed,
+            &[now],
+            |b, i| {
+                b.push_bind(i.id).push_bind(i.result.as_deref());
+            },
+        )
+        .await?;
+    }
     let cols = ["id", "status", "error_code", "error_reason", "result"];
     values::write(
         tx,
@@ -828,12 +858,13 @@ const UPDATE_SIMS: &str = "UPDATE sims SET imsi = v.imsi, msisdn = v.msisdn, eid
 FROM v
 WHERE sims.tenant_id = v.tenant_id AND sims.iccid = v.iccid";
 
-/// One history row per item of the rows CTE `v`; the time is bound after the rows.
+/// One history row (at `?1`, from status `?2` to `?3`) per item whose id is
+/// in the JSON array `?4`, in its order.
 const INSERT_HISTORY: &str =
     "INSERT INTO sim_history (tenant_id, iccid, at, operation, from_status,
     to_status, batch_id, item_id)
-SELECT i.tenant_id, i.iccid, ?, i.operation, v.from_status, v.to_status, i.batch_id, v.item_id
-FROM v JOIN batch_items i ON i.id = v.item_id";
+SELECT i.tenant_id, i.iccid, ?1, i.operation, ?2, ?3, i.batch_id, i.id
+FROM json_each(?4) j JOIN batch_items i ON i.id = j.value";
 
 /// Later APPROVED items of a failed item's ICCID in a sequential batch.
 const CANCEL_FOLLOWERS: &str = "UPDATE batch_items SET status = 'CANCELED', error_code = 'preceding_item_failed',
@@ -844,11 +875,12 @@ WHERE batch_items.tenant_id = v.tenant_id AND batch_items.iccid = v.iccid AND ba
   AND batch_items.status = 'APPROVED'
 RETURNING batch_items.batch_id, batch_items.operation";
 
-/// The SIM of each item of the rows CTE `v` takes its new status; the SIM
-/// is found through the item's row, so each binds two values.
-const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = v.status, updated_at = ?
-FROM v JOIN batch_items i ON i.id = v.item_id
-WHERE sims.tenant_id = i.tenant_id AND sims.iccid = i.iccid";
+/// The SIM of each item whose id is in the JSON array `?3` takes status
+/// `?1` at `?2`; the SIM is found through the item's row.
+const UPDATE_SIM_STATUS: &str = "UPDATE sims SET status = ?1, updated_at = ?2
+FROM (SELECT i.tenant_id AS tenant_id, i.iccid AS iccid
+      FROM json_each(?3) j JOIN batch_items i ON i.id = j.value) k
+WHERE sims.tenant_id = k.tenant_id AND sims.iccid = k.iccid";
 
 const UPDATE_SIM_SECRETS: &str = "UPDATE sims SET ki_enc = coalesce(v.ki_enc, sims.ki_enc),
     opc_enc = coalesce(v.opc_enc, sims.opc_enc)
@@ -863,8 +895,160 @@ const UPDATE_COMPLETED_ITEMS: &str =
 FROM v
 WHERE batch_items.id = v.id";
 
+/// [`UPDATE_COMPLETED_ITEMS`] for items sharing one result `?1`, at `?2`,
+/// whose ids are in the JSON array `?3`.
+const UPDATE_COMPLETED_SHARING: &str =
+    "UPDATE batch_items SET status = 'COMPLETED', error_code = NULL,
+    error_reason = NULL, result = ?1, lease_token = NULL, lease_until = NULL, updated_at = ?2
+WHERE id IN (SELECT value FROM json_each(?3))";
+
 const UPDATE_ITEMS: &str = "UPDATE batch_items SET status = v.status, error_code = v.error_code,
     error_reason = v.error_reason, result = v.result, lease_token = NULL, lease_until = NULL,
     updated_at = ?
 FROM v
 WHERE batch_items.id = v.id";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding SIMs 1..=n of tenant `t` (INVENTORY) and an APPROVED
+    /// activate item for each in batch `b`, item id = SIM number.
+    async fn items_on_sims(n: i64) -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = SqliteStore::fresh_for_test().await;
+        sqlx::query(
+            "INSERT INTO batches (id, tenant_id, operation, mode, status, source, created_at, updated_at)
+             VALUES ('b', 't', 'activate', 'parallel', 'PROCESSING', 'api', 0, 0)",
+        )
+        .execute(&store.write)
+        .await
+        .unwrap();
+        for k in 1..=n {
+            let iccid = format!("89882470000000000{k:02}");
+            sqlx::query(
+                "INSERT INTO sims (tenant_id, iccid, status, created_at, updated_at)
+                 VALUES ('t', ?1, 'INVENTORY', 0, 0)",
+            )
+            .bind(&iccid)
+            .execute(&store.write)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO batch_items (id, batch_id, tenant_id, seq, iccid, operation, status, params, updated_at)
+                 VALUES (?1, 'b', 't', ?1, ?2, 'activate', 'APPROVED', '{}', 0)",
+            )
+            .bind(k)
+            .bind(&iccid)
+            .execute(&store.write)
+            .await
+            .unwrap();
+        }
+        (dir, store)
+    }
+
+    /// `(item id, column)` of every item, in id order.
+    async fn item_column(store: &SqliteStore, column: &str) -> Vec<(i64, Option<String>)> {
+        sqlx::query_as(&format!("SELECT id, {column} FROM batch_items ORDER BY id"))
+            .fetch_all(&store.write)
+            .await
+            .unwrap()
+    }
+
+    fn completed(id: i64, result: &str) -> plan::ItemWrite<'static> {
+        plan::ItemWrite {
+            id,
+            status: ItemStatus::Completed.as_str(),
+            error_code: None,
+            error_reason: None,
+            result: Some(result.to_owned()),
+        }
+    }
+
+    /// Completed items get their own results whether a few results are
+    /// shared (one statement each) or every item has its own (bound per row).
+    #[tokio::test]
+    async fn completed_items_keep_their_own_results_shared_or_not() {
+        let (_dir, store) = items_on_sims(9).await;
+        let shared: Vec<_> = (1..=3)
+            .map(|id| completed(id, "{}"))
+            .chain([completed(4, r#"{"n":4}"#)])
+            .collect();
+        let own: Vec<_> = (5..=9)
+            .map(|id| completed(id, &format!(r#"{{"n":{id}}}"#)))
+            .collect();
+        assert!(own.len() > SHARED_RESULTS, "the per-row path");
+        let mut tx = store.write.begin().await.unwrap();
+        write_items(&mut tx, &shared, 7).await.unwrap();
+        write_items(&mut tx, &own, 7).await.unwrap();
+        tx.commit().await.unwrap();
+        let results = item_column(&store, "result").await;
+        let want: Vec<(i64, Option<String>)> = shared
+            .iter()
+            .chain(&own)
+            .map(|i| (i.id, i.result.clone()))
+            .collect();
+        assert_eq!(results, want);
+        let statuses = item_column(&store, "status").await;
+        assert!(statuses
+            .iter()
+            .all(|(_, s)| s.as_deref() == Some("COMPLETED")));
+    }
+
+    /// SIM statuses and history rows are written one statement per status
+    /// (or pair of statuses), each SIM and item taking its own.
+    #[tokio::test]
+    async fn statuses_and_history_are_grouped_by_status() {
+        let (_dir, store) = items_on_sims(4).await;
+        let iccids: Vec<String> = (1..=4)
+            .map(|k| format!("89882470000000000{k:02}"))
+            .collect();
+        let to = |k: i64| if k % 2 == 0 { "ACTIVATED" } else { "RETIRED" };
+        let status: Vec<plan::StatusWrite<'_>> = (1..=4)
+            .map(|k| plan::StatusWrite {
+                tenant_id: "t",
+                iccid: &iccids[k as usize - 1],
+                status: to(k),
+                item_id: k,
+            })
+            .collect();
+        let history: Vec<plan::HistoryWrite<'_>> = (1..=4)
+            .map(|k| plan::HistoryWrite {
+                tenant_id: "t",
+                iccid: &iccids[k as usize - 1],
+                operation: "activate",
+                from_status: (k != 4).then_some("INVENTORY"),
+                to_status: to(k),
+                batch_id: "b",
+                item_id: k,
+            })
+            .collect();
+        let mut tx = store.write.begin().await.unwrap();
+        write_status(&mut tx, &status, 7).await.unwrap();
+        write_history(&mut tx, &history, 7).await.unwrap();
+        tx.commit().await.unwrap();
+        let sims: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT iccid, status, updated_at FROM sims ORDER BY iccid")
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        for (k, (iccid, s, at)) in (1..=4).zip(sims) {
+            assert_eq!(
+                (iccid.as_str(), s.as_str(), at),
+                (iccids[k - 1].as_str(), to(k as i64), 7)
+            );
+        }
+        let mut rows: Vec<(i64, String, Option<String>, String, i64)> =
+            sqlx::query_as("SELECT item_id, iccid, from_status, to_status, at FROM sim_history")
+                .fetch_all(&store.write)
+                .await
+                .unwrap();
+        rows.sort();
+        let want: Vec<_> = (1..=4i64)
+            .map(|k| {
+                let from = (k != 4).then(|| "INVENTORY".to_owned());
+                (k, iccids[k as usize - 1].clone(), from, to(k).to_owned(), 7)
+            })
+            .collect();
+        assert_eq!(rows, want);
+    }
+}
