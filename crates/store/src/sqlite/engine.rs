@@ -688,8 +688,9 @@ async fn write_sims(
 }
 
 /// The ids of `rows` as JSON arrays, grouped by `key`, in row order within a
-/// group. The keys here are lifecycle statuses, so there are only a few
-/// groups, and each becomes one set-based statement with three binds.
+/// group. The keys used take few values (lifecycle statuses, results shared
+/// by a whole chunk), and each group becomes one set-based statement with a
+/// few binds.
 fn ids_by<'r, T, K: Ord>(
     rows: &'r [T],
     key: impl Fn(&'r T) -> K,
