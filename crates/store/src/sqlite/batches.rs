@@ -76,7 +76,6 @@ impl SqliteStore {
     ) -> Result<()> {
         let now = now_ms();
         let mut phases = crate::phases::Phases::start();
-        let approved = items.iter().filter(|it| it.rejection.is_none()).count() as i64;
         // Params and sealed secrets as the text the columns hold, made before the write lock.
         let texts: Vec<(String, Option<String>)> = items
             .iter()
@@ -93,7 +92,7 @@ impl SqliteStore {
             .iter()
             .zip(&texts)
             .partition(|(it, _)| it.rejection.is_none());
-        let rejected = items.len() as i64 - approved;
+        let (approved, rejected) = (approved_rows.len() as i64, rejected_rows.len() as i64);
         phases.mark("prep");
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         phases.mark("lock");

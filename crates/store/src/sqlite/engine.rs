@@ -702,7 +702,7 @@ fn ids_by<'r, T, K: Ord>(
     }
     groups
         .into_iter()
-        .map(|(k, ids)| (k, serde_json::Value::from(ids).to_string()))
+        .map(|(k, ids)| (k, serde_json::to_string(&ids).unwrap_or_default()))
         .collect()
 }
 
